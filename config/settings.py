@@ -1,0 +1,284 @@
+"""Settings: the one place that reads the environment and the config file.
+
+Sources, strongest first: ``FAXRELAY_*`` environment variables, then the TOML file named by
+``FAXRELAY_CONFIG`` (top-level keys are the setting names in lower case), then defaults.
+
+Secrets are ``SecretStr``: they print as ``**********`` in reprs, logs and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ProviderName = Literal["primevox", "ucx", "voipnow", "voipms", "callerip"]
+
+# Provider fields each account must (or may) set; all are strings. Secrets are marked so that
+# they are held as SecretStr.
+PROVIDER_FIELDS: dict[str, dict[str, bool]] = {
+    # provider: {field: required}
+    "primevox": {"auth": True, "container_id": True, "box_id": True},
+    "ucx": {"client_id": True, "client_secret": True, "fax_id": True},
+    "voipnow": {"client_id": True, "client_secret": True, "user_id": False, "extension": True},
+    "voipms": {
+        "api_username": True,
+        "api_password": True,
+        "from_number": True,
+        "from_name": False,
+        "station_id": False,
+    },
+    "callerip": {"token": True},
+}
+SECRET_FIELDS = frozenset({"auth", "client_secret", "api_password", "token"})
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and what is expected."""
+
+
+class Account(BaseModel):
+    """A named connection to one provider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    provider: ProviderName
+    base_url: str
+    webhook_token: SecretStr | None = None
+    download_hosts: tuple[str, ...] = ()
+    allow_private_network: bool = False
+    fallback_account: str = ""
+    reconcile_interval: int = Field(default=300, ge=0)
+    delete_after_archive: bool = False
+    # Provider fields (validated per provider below).
+    auth: SecretStr | None = None
+    container_id: str | None = None
+    box_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    fax_id: str | None = None
+    user_id: str | None = None
+    extension: str | None = None
+    api_username: str | None = None
+    api_password: SecretStr | None = None
+    from_number: str | None = None
+    from_name: str | None = None
+    station_id: str | None = None
+    token: SecretStr | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/]+", value):
+            raise ValueError("must be an http(s) URL such as https://pbx.primevox.net")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> Account:
+        fields = PROVIDER_FIELDS[self.provider]
+        for field, required in fields.items():
+            if required and not _present(getattr(self, field)):
+                raise ValueError(f'provider "{self.provider}" needs {field}')
+        all_provider_fields = {f for spec in PROVIDER_FIELDS.values() for f in spec}
+        for field in sorted(all_provider_fields - set(fields)):
+            if getattr(self, field) is not None:
+                raise ValueError(
+                    f'{field} is not a setting of provider "{self.provider}" '
+                    f"(it takes {', '.join(fields)})"
+                )
+        return self
+
+    def secret(self, field: str) -> str:
+        """The plain value of a provider field, secret or not ('' when unset)."""
+        value = getattr(self, field)
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return "" if value is None else str(value)
+
+
+class Subscriber(BaseModel):
+    """A receiver of faxrelay's signed events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    secret: SecretStr
+    types: tuple[str, ...] = ()
+
+    def wants(self, event_type: str) -> bool:
+        return not self.types or event_type in self.types
+
+
+def _present(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return bool(value)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The TOML file named by FAXRELAY_CONFIG (read once per Settings())."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("FAXRELAY_CONFIG", "")
+        self.data: dict[str, Any] = {}
+        if path:
+            try:
+                self.data = tomllib.loads(Path(path).read_text())
+            except FileNotFoundError as exc:
+                raise ConfigError(f"FAXRELAY_CONFIG names {path}, which does not exist") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+class Settings(BaseSettings):
+    """Every setting faxrelay reads. See README "Configuration"."""
+
+    model_config = SettingsConfigDict(env_prefix="FAXRELAY_", extra="forbid", frozen=True)
+
+    redis_url: str = ""
+    s3_bucket: str = "faxrelay"
+    s3_endpoint_url: str = ""
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    state_dir: Path = Path(".faxrelay")
+    api_tokens: tuple[SecretStr, ...] = ()
+    webhook_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    webhook_log_days: float = Field(default=14.0, gt=0)
+    webhook_log_body_bytes: int = Field(default=64 * 1024, ge=0)
+    event_secret: SecretStr | None = None
+    callback_hosts: tuple[str, ...] = ()
+    document_hosts: tuple[str, ...] = ()
+    download_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    document_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    archive_risk_margin: float = Field(default=72 * 3600.0, ge=0)
+    sweep_interval: float = Field(default=2.0, gt=0)
+    presign_expiry: int = Field(default=24 * 3600, gt=0)
+    send_deadline: float = Field(default=24 * 3600.0, gt=0)
+    redial_count: int = Field(default=2, ge=0)
+    redial_delay: float = Field(default=300.0, ge=0)
+    idempotency_ttl: int = Field(default=48 * 3600, ge=24 * 3600)
+    accounts: dict[str, Account] = {}
+    subscribers: tuple[Subscriber, ...] = ()
+
+    @field_validator("api_tokens", "callback_hosts", "document_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _account_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            named = {}
+            for name, spec in value.items():
+                if not ACCOUNT_NAME.match(name):
+                    raise ValueError(f"account name {name!r} may hold only letters, digits, - and _")
+                named[name] = {**spec, "name": name} if isinstance(spec, dict) else spec
+            return named
+        return value
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> Settings:
+        for name, account in self.accounts.items():
+            fallback = account.fallback_account
+            if fallback and fallback not in self.accounts:
+                raise ValueError(f"accounts.{name}: fallback_account {fallback!r} is not an account")
+            if fallback == name:
+                raise ValueError(f"accounts.{name}: fallback_account cannot be the account itself")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _PlainEnvSource(settings_cls), _TomlSource(settings_cls))
+
+    def account(self, name: str) -> Account:
+        try:
+            return self.accounts[name]
+        except KeyError:
+            raise ConfigError(f"no account named {name!r}") from None
+
+    @property
+    def api_token_values(self) -> tuple[str, ...]:
+        return tuple(token.get_secret_value() for token in self.api_tokens)
+
+
+class _PlainEnvSource(PydanticBaseSettingsSource):
+    """FAXRELAY_* variables as plain strings; comma lists are split by the field validators.
+
+    pydantic-settings would parse list-typed variables as JSON; the contract says comma-separated.
+    """
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return os.environ.get(f"FAXRELAY_{field_name.upper()}"), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name in self.settings_cls.model_fields:
+            if field_name in ("accounts", "subscribers"):
+                continue  # structured: TOML only
+            raw = os.environ.get(f"FAXRELAY_{field_name.upper()}")
+            if raw is not None:
+                values[field_name] = raw
+        return values
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line per problem, naming the key the way the TOML spells it."""
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{location}: {message}" if location else message)
+    return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read settings now; raise ConfigError with a readable message when they are wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

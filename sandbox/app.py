@@ -1,0 +1,172 @@
+"""The sandbox's Starlette app: the five providers under ``/{provider}``, the control API under
+``/_sandbox``.
+
+Control API (JSON in, JSON out):
+    GET  /_sandbox/requests?provider=&operation=   the request log
+    POST /_sandbox/faults     {provider, operation, kind, count?, status?, body?, seconds?}
+    POST /_sandbox/outcomes   {provider, outcomes: ["busy", "success", …]}  next jobs' endings
+    POST /_sandbox/duration   {provider, seconds}  how long jobs take (sandbox clock)
+    POST /_sandbox/clock      {speed?, advance?}
+    POST /_sandbox/inbound    {provider, pages?, size?, from?, to?, expires_in?, pdf_base64?}
+                              → the stored fax (id, sha256, provider fields)
+    POST /_sandbox/fire       {provider, kind: inbound|status, url, id, multipart?}
+                              → posts the provider's webhook to ``url``; answers what it got back
+    GET  /_sandbox/jobs?provider=                  outbound jobs with their plan and final time
+    POST /_sandbox/reset
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+from types import ModuleType
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from .core import FAULT_KINDS, PROVIDERS, Fault, Sandbox, StoredFax
+from .pdf import make_pdf
+
+
+def _modules() -> dict[str, ModuleType]:
+    return {name: importlib.import_module(f"sandbox.{name}") for name in PROVIDERS}
+
+
+def _bad(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(sb: Sandbox | None = None) -> Starlette:
+    sb = sb or Sandbox()
+    modules = _modules()
+
+    async def requests(request: Request) -> JSONResponse:
+        entries = sb.requests(
+            request.query_params.get("provider"), request.query_params.get("operation")
+        )
+        return JSONResponse([e.as_json() for e in entries])
+
+    async def faults(request: Request) -> JSONResponse:
+        data = await request.json()
+        if data.get("provider") not in PROVIDERS:
+            return _bad(f"provider must be one of {PROVIDERS}")
+        if data.get("kind") not in FAULT_KINDS:
+            return _bad(f"kind must be one of {FAULT_KINDS}")
+        fault = Fault(
+            kind=data["kind"],
+            remaining=int(data.get("count", 1)),
+            status=int(data.get("status", 503)),
+            body=str(data.get("body", "")),
+            seconds=float(data.get("seconds", 30.0)),
+        )
+        sb.add_fault(data["provider"], str(data.get("operation", "")), fault)
+        return JSONResponse({"ok": True})
+
+    async def outcomes(request: Request) -> JSONResponse:
+        data = await request.json()
+        if data.get("provider") not in PROVIDERS:
+            return _bad(f"provider must be one of {PROVIDERS}")
+        sb.job_outcomes[data["provider"]].extend(str(o) for o in data.get("outcomes", []))
+        return JSONResponse({"ok": True})
+
+    async def duration(request: Request) -> JSONResponse:
+        data = await request.json()
+        if data.get("provider") not in PROVIDERS:
+            return _bad(f"provider must be one of {PROVIDERS}")
+        sb.job_duration[data["provider"]] = float(data["seconds"])
+        return JSONResponse({"ok": True})
+
+    async def clock(request: Request) -> JSONResponse:
+        data = await request.json()
+        if "speed" in data:
+            sb.clock.set_speed(float(data["speed"]))
+        if "advance" in data:
+            sb.clock.advance(float(data["advance"]))
+        return JSONResponse({"now": sb.clock.now(), "speed": sb.clock.speed})
+
+    async def inbound(request: Request) -> JSONResponse:
+        data = await request.json()
+        provider = data.get("provider")
+        if provider not in PROVIDERS or not hasattr(modules[provider], "store_inbound"):
+            return _bad("provider must be one that receives faxes: primevox, ucx, voipms")
+        if "pdf_base64" in data:
+            pdf = base64.b64decode(data["pdf_base64"])
+        else:
+            pdf = make_pdf(int(data.get("pages", 1)), int(data.get("size", 0)))
+        now = sb.clock.now()
+        fax = StoredFax(
+            id=str(sb.new_id()),
+            provider=provider,
+            pdf=pdf,
+            from_number=str(data.get("from", "5551230000")),
+            to_number=str(data.get("to", "5559870000")),
+            pages=int(data.get("pages", 1)),
+            received_at=now,
+            expires_at=now + float(data["expires_in"]) if "expires_in" in data else None,
+        )
+        fields = modules[provider].store_inbound(sb, fax, str(request.base_url).rstrip("/"))
+        return JSONResponse(
+            {"id": fax.id, "sha256": hashlib.sha256(pdf).hexdigest(), "size": len(pdf), **fields}
+        )
+
+    async def fire(request: Request) -> JSONResponse:
+        data = await request.json()
+        provider, kind, url = data.get("provider"), data.get("kind"), data.get("url", "")
+        builder = getattr(modules.get(str(provider)), f"{kind}_webhook", None)
+        if builder is None:
+            return _bad(f"{provider} sends no {kind} webhook")
+        try:
+            content_type, body = builder(sb, str(data["id"]), str(request.base_url).rstrip("/"), data)
+        except KeyError as exc:
+            return _bad(f"no such fax or job: {exc}", 404)
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(url, content=body, headers={"content-type": content_type})
+        return JSONResponse({"status": answer.status_code, "body": answer.text})
+
+    async def jobs(request: Request) -> JSONResponse:
+        provider = request.query_params.get("provider")
+        out: list[dict[str, Any]] = []
+        now = sb.clock.now()
+        for name in PROVIDERS:
+            if provider and name != provider:
+                continue
+            for job in list(sb.jobs[name].values()):
+                out.append(
+                    {
+                        "id": job.id,
+                        "provider": name,
+                        "to": job.to_number,
+                        "state": job.state_at(now),
+                        "submitted_at": job.submitted_at,
+                        "final_at": job.final_at(),
+                        "plan": job.plan,
+                        "extra": job.extra,
+                    }
+                )
+        return JSONResponse(out)
+
+    async def reset(request: Request) -> JSONResponse:
+        sb.reset()
+        return JSONResponse({"ok": True})
+
+    routes: list[Any] = [
+        Route("/_sandbox/requests", requests),
+        Route("/_sandbox/faults", faults, methods=["POST"]),
+        Route("/_sandbox/outcomes", outcomes, methods=["POST"]),
+        Route("/_sandbox/duration", duration, methods=["POST"]),
+        Route("/_sandbox/clock", clock, methods=["POST"]),
+        Route("/_sandbox/inbound", inbound, methods=["POST"]),
+        Route("/_sandbox/fire", fire, methods=["POST"]),
+        Route("/_sandbox/jobs", jobs),
+        Route("/_sandbox/reset", reset, methods=["POST"]),
+    ]
+    for name, module in modules.items():
+        routes.append(Mount(f"/{name}", routes=module.routes(sb)))
+    app = Starlette(routes=routes)
+    app.state.sandbox = sb
+    return app

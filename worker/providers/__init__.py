@@ -1,0 +1,25 @@
+"""Provider modules, one per provider, registered by name (``PROVIDER`` in each module)."""
+
+from __future__ import annotations
+
+import importlib
+
+import httpx
+
+from config.settings import Account
+
+from .base import Provider
+
+PROVIDER_NAMES = ("primevox", "ucx", "voipnow", "voipms", "callerip")
+
+
+def provider_class(name: str) -> type[Provider]:
+    if name not in PROVIDER_NAMES:
+        raise KeyError(f"unknown provider {name!r}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    cls: type[Provider] = module.PROVIDER
+    return cls
+
+
+def provider_for(account: Account, http: httpx.Client) -> Provider:
+    return provider_class(account.provider)(account, http)
