@@ -181,6 +181,8 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=60.0, gt=0)
     archive_risk_margin: float = Field(default=72 * 3600.0, ge=0)
     sweep_interval: float = Field(default=2.0, gt=0)
+    lease_seconds: float = Field(default=300.0, gt=0)
+    wake_grace: float = Field(default=60.0, gt=0)
     presign_expiry: int = Field(default=24 * 3600, gt=0)
     send_deadline: float = Field(default=24 * 3600.0, gt=0)
     redial_count: int = Field(default=2, ge=0)

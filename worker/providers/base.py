@@ -29,6 +29,9 @@ import httpx
 from config.settings import Account
 
 
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
 class ErrorKind(enum.StrEnum):
     TRANSIENT = "transient"
     PERMANENT = "permanent"
@@ -218,10 +221,14 @@ class Provider:
     # How long the provider keeps a received fax (None: until deleted).
     inbound_retention_days: ClassVar[float | None] = None
 
-    def __init__(self, account: Account, http: httpx.Client) -> None:
+    def __init__(
+        self, account: Account, http: httpx.Client, timeout: httpx.Timeout | None = None
+    ) -> None:
         self.account = account
         self.http = http
         self.base_url = account.base_url
+        # Passed on every request: a provider that stops answering must not hold a worker.
+        self.timeout = timeout or DEFAULT_TIMEOUT
 
     # --- errors ---------------------------------------------------------------
     def error(

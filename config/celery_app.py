@@ -1,0 +1,67 @@
+"""The Celery app: JSON only, late acks, one message at a time, a queue per kind of work.
+
+A Celery message is only a wake-up (DESIGN.md principle 1): tasks read the Redis record and do its next
+step, and the sweeper re-sends wake-ups for records that are overdue. So nothing relies on long
+countdowns (which the Redis transport would redeliver after the visibility timeout), and a lost or
+duplicated message never loses or duplicates a fax.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from .settings import get_settings
+
+# Queues. Services on the same broker send ``faxrelay.send_fax`` to the default ``celery`` queue.
+DEFAULT_QUEUE = "celery"
+INTAKE_QUEUE = "faxrelay.intake"
+ARCHIVE_QUEUE = "faxrelay.archive"
+SEND_QUEUE = "faxrelay.send"
+POLL_QUEUE = "faxrelay.poll"
+EVENTS_QUEUE = "faxrelay.events"
+QUEUES = (DEFAULT_QUEUE, INTAKE_QUEUE, ARCHIVE_QUEUE, SEND_QUEUE, POLL_QUEUE, EVENTS_QUEUE)
+
+# Longer than any countdown the code uses (the longest is a few seconds of event-delivery backoff).
+VISIBILITY_TIMEOUT = 2 * 3600
+
+ROUTES = {
+    "faxrelay.handle_inbound": {"queue": INTAKE_QUEUE},
+    "faxrelay.reconcile_account": {"queue": INTAKE_QUEUE},
+    "faxrelay.reconcile_all": {"queue": INTAKE_QUEUE},
+    "faxrelay.sweep": {"queue": INTAKE_QUEUE},
+    "faxrelay.archive_fax": {"queue": ARCHIVE_QUEUE},
+    "faxrelay.submit_fax": {"queue": SEND_QUEUE},
+    "faxrelay.poll_fax": {"queue": POLL_QUEUE},
+    "faxrelay.deliver_event": {"queue": EVENTS_QUEUE},
+    "faxrelay.send_fax": {"queue": DEFAULT_QUEUE},
+}
+
+
+def create_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("faxrelay", include=["worker.tasks"])
+    app.conf.update(
+        broker_url=settings.redis_url or "redis://127.0.0.1:6379/0",
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=DEFAULT_QUEUE,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes=ROUTES,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        beat_schedule={
+            "sweep": {"task": "faxrelay.sweep", "schedule": settings.sweep_interval},
+            "reconcile": {"task": "faxrelay.reconcile_all", "schedule": 60.0},
+        },
+    )
+    return app
+
+
+app = create_celery()

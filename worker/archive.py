@@ -1,0 +1,213 @@
+"""The S3 archive: received faxes with their ``.json`` sidecar, quarantined non-PDFs, outbound documents.
+
+Key layout (DESIGN.md "Archive"), ``{prefix}`` used verbatim, date = UTC date of receipt::
+
+    {prefix}inbound/{account}/{YYYY}/{MM}/{DD}/{id}.pdf    object metadata sha256 = hex digest
+    {prefix}inbound/{account}/{YYYY}/{MM}/{DD}/{id}.json   sidecar
+    {prefix}quarantine/{account}/{YYYY}/{MM}/{DD}/{id}.pdf what came instead of a PDF
+    {prefix}outbound/{account}/{YYYY}/{MM}/{DD}/{id}.pdf   documents to send
+
+Uploads stream from a file: the digest is computed in one pass of 1 MiB reads, then boto3's managed
+transfer sends the file in 8 MiB parts, so memory stays flat whatever the file's size. An object that
+is already there with the same sha256 is not uploaded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from config.settings import Settings
+
+from .domain import FaxRecord, iso, parse_iso, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CHUNK = 1024 * 1024
+TRANSFER = TransferConfig(
+    multipart_threshold=8 * CHUNK, multipart_chunksize=8 * CHUNK, max_concurrency=2
+)
+
+
+def s3_client(
+    endpoint_url: str = "", region: str = "us-east-1", *, timeout: float = 60.0
+) -> S3Client:
+    """A boto3 S3 client; credentials come from the standard AWS_* settings.
+
+    Without credentials in the environment (the embedded SeaweedFS accepts any pair), a fixed
+    placeholder pair is used so boto3 does not go looking for instance metadata.
+    """
+    kwargs: dict[str, Any] = {}
+    if endpoint_url and not (
+        os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
+    ):
+        kwargs = {"aws_access_key_id": "faxrelay", "aws_secret_access_key": "faxrelay"}
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        region_name=region,
+        config=Config(
+            connect_timeout=10,
+            read_timeout=timeout,
+            retries={"max_attempts": 5, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+        ),
+        **kwargs,
+    )
+    return client
+
+
+class ArchiveError(Exception):
+    """S3 refused or failed an operation."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    uploaded: bool  # False: the same bytes were already there
+
+
+def sha256_of(stream: IO[bytes]) -> tuple[str, int]:
+    """Digest and size of a seekable stream, read from its start; leaves it at the start."""
+    stream.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    stream.seek(0)
+    return digest.hexdigest(), size
+
+
+def _date_path(moment: datetime) -> str:
+    return moment.strftime("%Y/%m/%d")
+
+
+class Archive:
+    def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Archive:
+        client = s3_client(settings.s3_endpoint_url, settings.s3_region)
+        return cls(client, settings.s3_bucket, settings.s3_prefix)
+
+    # --- keys ---------------------------------------------------------------------
+    def key_for(self, area: str, record: FaxRecord, ext: str = "pdf") -> str:
+        received = parse_iso(record.created_at) or utcnow()
+        return f"{self.prefix}{area}/{record.account}/{_date_path(received)}/{record.id}.{ext}"
+
+    # --- bucket -------------------------------------------------------------------
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise ArchiveError(f"cannot create bucket {self.bucket}: {exc}") from exc
+
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+    # --- objects ------------------------------------------------------------------
+    def stored_sha256(self, key: str) -> str | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return head.get("Metadata", {}).get("sha256")
+
+    def put_file(
+        self,
+        key: str,
+        stream: IO[bytes],
+        *,
+        content_type: str = "application/pdf",
+        sha256: str | None = None,
+        size: int | None = None,
+    ) -> Stored:
+        """Upload a seekable stream to ``key`` unless the same bytes are already there."""
+        if sha256 is None or size is None:
+            sha256, size = sha256_of(stream)
+        if self.stored_sha256(key) == sha256:
+            return Stored(self.bucket, key, sha256, size, uploaded=False)
+        stream.seek(0)
+        self.client.upload_fileobj(
+            stream,
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type, "Metadata": {"sha256": sha256}},
+            Config=TRANSFER,
+        )
+        return Stored(self.bucket, key, sha256, size, uploaded=True)
+
+    def put_stream(self, key: str, source: IO[bytes], **kwargs: Any) -> Stored:
+        """Upload from a stream that may not seek: spooled to a temporary file first."""
+        with tempfile.TemporaryFile() as spool:
+            while chunk := source.read(CHUNK):
+                spool.write(chunk)
+            return self.put_file(key, spool, **kwargs)
+
+    def put_json(self, key: str, data: dict[str, Any]) -> None:
+        body = json.dumps(data, indent=2, sort_keys=True).encode()
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+        )
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def download_to(self, key: str, sink: IO[bytes]) -> None:
+        self.client.download_fileobj(self.bucket, key, sink, Config=TRANSFER)
+
+    def presigned_url(self, key: str, expires: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires
+        )
+
+    # --- faxes ----------------------------------------------------------------------
+    def archive_inbound(
+        self, record: FaxRecord, stream: IO[bytes], sha256: str | None = None
+    ) -> Stored:
+        """The received PDF and its sidecar; skips the PDF upload when already archived."""
+        stored = self.put_file(self.key_for("inbound", record), stream, sha256=sha256)
+        sidecar = {
+            "id": record.id,
+            "account": record.account,
+            "provider": record.provider,
+            "provider_ids": record.provider_ids,
+            "from": record.from_number,
+            "to": record.to_number,
+            "pages": record.pages,
+            "sha256": stored.sha256,
+            "received_at": record.created_at,
+            "archived_at": iso(utcnow()),
+        }
+        self.put_json(self.key_for("inbound", record, "json"), sidecar)
+        return stored
+
+    def quarantine(self, record: FaxRecord, stream: IO[bytes], content_type: str) -> Stored:
+        return self.put_file(
+            self.key_for("quarantine", record), stream, content_type=content_type or "application/octet-stream"
+        )

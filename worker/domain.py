@@ -1,0 +1,204 @@
+"""The fax record and the rules for moving it forward.
+
+A record is plain JSON in Redis (see ``store.py``); ``FaxRecord`` is its typed form. States only move
+forward: ``TRANSITIONS`` lists every legal move, and ``transition`` refuses anything else with
+``IllegalTransition``. Repeating the current state is a harmless no-op (``NoChange``), so a duplicated
+or out-of-order event can never move a record backwards.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class State(enum.StrEnum):
+    # inbound
+    RECEIVED = "received"
+    FETCHING = "fetching"
+    ARCHIVED = "archived"
+    # outbound
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    ACCEPTED = "accepted"
+    UNKNOWN = "unknown"
+    # both
+    FAILED = "failed"
+
+
+FINAL_STATES = frozenset(
+    {State.ARCHIVED, State.DELIVERED, State.FAILED, State.CANCELLED, State.ACCEPTED}
+)
+
+# Legal moves. ``unknown`` is not final: an operator (or a later lookup) may still settle it.
+TRANSITIONS: dict[Direction, dict[State, frozenset[State]]] = {
+    Direction.INBOUND: {
+        State.RECEIVED: frozenset({State.FETCHING, State.ARCHIVED, State.FAILED}),
+        State.FETCHING: frozenset({State.ARCHIVED, State.FAILED}),
+    },
+    Direction.OUTBOUND: {
+        State.QUEUED: frozenset(
+            {State.SUBMITTED, State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED,
+             State.ACCEPTED, State.UNKNOWN}
+        ),
+        State.SUBMITTED: frozenset(
+            {State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED}
+        ),
+        State.SENDING: frozenset({State.DELIVERED, State.FAILED, State.CANCELLED}),
+        State.UNKNOWN: frozenset(
+            {State.SUBMITTED, State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED,
+             State.ACCEPTED}
+        ),
+    },
+}
+
+INITIAL_STATE = {Direction.INBOUND: State.RECEIVED, Direction.OUTBOUND: State.QUEUED}
+
+
+class IllegalTransition(Exception):
+    """A move the state machine does not allow (e.g. delivered → sending)."""
+
+    def __init__(self, fax_id: str, current: State, target: State) -> None:
+        self.fax_id, self.current, self.target = fax_id, current, target
+        super().__init__(f"fax {fax_id}: cannot move from {current} to {target}")
+
+
+class NoChange(Exception):
+    """The record is already in the target state."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_fax_id(now: float | None = None) -> str:
+    """Sortable by creation time, unguessable: 'fx_' + 10 hex of ms time + 12 random hex."""
+    ms = int((now if now is not None else time.time()) * 1000)
+    return f"fx_{ms:011x}{secrets.token_hex(6)}"
+
+
+@dataclass
+class FaxRecord:
+    id: str
+    direction: Direction
+    account: str
+    provider: str
+    state: State
+    created_at: str
+    updated_at: str
+    reason: str = ""
+    reason_detail: str = ""
+    from_number: str = ""
+    to_number: str = ""
+    pages: int | None = None
+    sha256: str = ""
+    provider_ids: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    archive: dict[str, str] = field(default_factory=dict)
+    document_key: str = ""
+    expires_at: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)  # per step: download, submit, poll …
+    callback_url: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Internal bookkeeping (not part of the public record): when the record next needs work
+    # (the store keeps its due index from this), the step's scratch data, the write counter.
+    due_at: float | None = None
+    work: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+    @classmethod
+    def new(
+        cls,
+        direction: Direction,
+        account: str,
+        provider: str,
+        *,
+        fax_id: str | None = None,
+        note: str = "",
+        **fields: Any,
+    ) -> FaxRecord:
+        now = iso(utcnow()) or ""
+        state = INITIAL_STATE[direction]
+        return cls(
+            id=fax_id or new_fax_id(),
+            direction=direction,
+            account=account,
+            provider=provider,
+            state=state,
+            created_at=now,
+            updated_at=now,
+            history=[{"state": str(state), "at": now, "note": note}],
+            **fields,
+        )
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["direction"] = str(self.direction)
+        data["state"] = str(self.state)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaxRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["direction"] = Direction(values["direction"])
+        values["state"] = State(values["state"])
+        return cls(**values)
+
+    def public(self) -> dict[str, Any]:
+        """The record as the API, events and sidecars show it (DESIGN.md "Records")."""
+        data = self.to_json()
+        data["from"] = data.pop("from_number")
+        data["to"] = data.pop("to_number")
+        for internal in ("due_at", "work", "version"):
+            data.pop(internal)
+        return data
+
+
+def transition(
+    record: FaxRecord, target: State, *, reason: str = "", detail: str = "", note: str = ""
+) -> FaxRecord:
+    """Move ``record`` to ``target`` in place; raise IllegalTransition or NoChange."""
+    if record.state == target:
+        raise NoChange(target)
+    allowed = TRANSITIONS[record.direction].get(record.state, frozenset())
+    if target not in allowed:
+        raise IllegalTransition(record.id, record.state, target)
+    now = iso(utcnow()) or ""
+    record.state = target
+    record.updated_at = now
+    if reason or target == State.FAILED:
+        record.reason, record.reason_detail = reason, detail
+    record.history.append({"state": str(target), "at": now, "note": note or detail})
+    return record
+
+
+def can_move(record: FaxRecord, target: State) -> bool:
+    return target in TRANSITIONS[record.direction].get(record.state, frozenset())
