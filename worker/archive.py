@@ -49,9 +49,7 @@ def s3_client(
     placeholder pair is used so boto3 does not go looking for instance metadata.
     """
     kwargs: dict[str, Any] = {}
-    if endpoint_url and not (
-        os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
-    ):
+    if endpoint_url and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
         kwargs = {"aws_access_key_id": "faxrelay", "aws_secret_access_key": "faxrelay"}
     client: S3Client = boto3.client(
         "s3",
@@ -209,5 +207,7 @@ class Archive:
 
     def quarantine(self, record: FaxRecord, stream: IO[bytes], content_type: str) -> Stored:
         return self.put_file(
-            self.key_for("quarantine", record), stream, content_type=content_type or "application/octet-stream"
+            self.key_for("quarantine", record),
+            stream,
+            content_type=content_type or "application/octet-stream",
         )

@@ -50,16 +50,27 @@ TRANSITIONS: dict[Direction, dict[State, frozenset[State]]] = {
     },
     Direction.OUTBOUND: {
         State.QUEUED: frozenset(
-            {State.SUBMITTED, State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED,
-             State.ACCEPTED, State.UNKNOWN}
+            {
+                State.SUBMITTED,
+                State.SENDING,
+                State.DELIVERED,
+                State.FAILED,
+                State.CANCELLED,
+                State.ACCEPTED,
+                State.UNKNOWN,
+            }
         ),
-        State.SUBMITTED: frozenset(
-            {State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED}
-        ),
+        State.SUBMITTED: frozenset({State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED}),
         State.SENDING: frozenset({State.DELIVERED, State.FAILED, State.CANCELLED}),
         State.UNKNOWN: frozenset(
-            {State.SUBMITTED, State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED,
-             State.ACCEPTED}
+            {
+                State.SUBMITTED,
+                State.SENDING,
+                State.DELIVERED,
+                State.FAILED,
+                State.CANCELLED,
+                State.ACCEPTED,
+            }
         ),
     },
 }

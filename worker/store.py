@@ -19,6 +19,7 @@ its change, so no transition is ever lost.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
-from .domain import Direction, FaxRecord, State
+from .domain import FaxRecord, State
 
 T = TypeVar("T")
 PREFIX = "fr:"
@@ -199,7 +200,7 @@ def _upper(cursor: str | None) -> str:
 
 
 def _mutated(
-    raw: bytes | None, fax_id: str, mutate: Callable[[FaxRecord], T]
+    raw: bytes | str | None, fax_id: str, mutate: Callable[[FaxRecord], T]
 ) -> tuple[FaxRecord, State, T]:
     record = _loads(raw)
     if record is None:
@@ -297,7 +298,7 @@ class FaxStore:
             ids = [_text(i) for i in self.redis.zrevrangebylex(index, upper, "-", 0, batch)]
             if not ids:
                 return Page(items, None)
-            for fax_id, raw in zip(ids, self.redis.mget([fax_key(i) for i in ids]), strict=True):
+            for raw in self.redis.mget([fax_key(i) for i in ids]):
                 record = _loads(raw)
                 if record and _matches(record, direction, account, state):
                     items.append(record)
@@ -306,7 +307,9 @@ class FaxStore:
             upper = f"({ids[-1]}"
         return Page(items, items[-1].id if items else None)
 
-    def claim_due(self, now: float | None = None, limit: int = 500, grace: float = 60.0) -> list[str]:
+    def claim_due(
+        self, now: float | None = None, limit: int = 500, grace: float = 60.0
+    ) -> builtins.list[str]:
         ids = self._claim_due(args=[repr(now if now is not None else time.time()), limit, grace])
         return [_text(i) for i in ids]
 
@@ -357,9 +360,7 @@ class AsyncFaxStore:
             raise RecordNotFound(fax_id)
         return record
 
-    async def update(
-        self, fax_id: str, mutate: Callable[[FaxRecord], T]
-    ) -> tuple[FaxRecord, T]:
+    async def update(self, fax_id: str, mutate: Callable[[FaxRecord], T]) -> tuple[FaxRecord, T]:
         for _ in range(MAX_CAS_ATTEMPTS):
             raw = await self.redis.get(fax_key(fax_id))
             record, old_state, result = _mutated(raw, fax_id, mutate)

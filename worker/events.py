@@ -1,0 +1,183 @@
+"""Signed events to subscribers and to a send's ``callback_url`` (Standard Webhooks).
+
+Each event is a body ``{"type", "timestamp", "data": <record>}`` signed per target:
+``webhook-id``, ``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">`` with the target's ``whsec_`` secret. The ``standardwebhooks`` reference
+library verifies them unchanged.
+
+Deliveries are durable: each (event, target) pair is a Redis entry with a due time, delivered by a
+task and re-woken by the sweeper until it succeeds or its retries (``retry.EVENT``) run out.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis
+
+from config.settings import Settings
+
+from .domain import FaxRecord, iso, utcnow
+from .fetch import URLRefused, guarded_client
+from .retry import EVENT
+
+log = logging.getLogger(__name__)
+
+DELIVERY_PREFIX = "fr:delivery:"
+DELIVERIES_DUE = "fr:deliveries:due"
+EVENT_TYPES = (
+    "fax.received",
+    "fax.archived",
+    "fax.archive_at_risk",
+    "fax.submitted",
+    "fax.delivered",
+    "fax.failed",
+    "fax.cancelled",
+)
+
+
+def _secret_bytes(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix("whsec_"))
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for one body."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    secret: str
+    kind: str  # "callback" (URL from a caller: host rules apply) or "subscriber" (configured)
+
+
+def targets_for(settings: Settings, record: FaxRecord, event_type: str) -> list[Target]:
+    out = [
+        Target(s.url, s.secret.get_secret_value(), "subscriber")
+        for s in settings.subscribers
+        if s.wants(event_type)
+    ]
+    if record.callback_url and settings.event_secret is not None:
+        out.append(
+            Target(record.callback_url, settings.event_secret.get_secret_value(), "callback")
+        )
+    return out
+
+
+def emit(client: redis.Redis, settings: Settings, record: FaxRecord, event_type: str) -> list[str]:
+    """Record one delivery per target; returns their ids for the caller to wake."""
+    body = json.dumps(
+        {"type": event_type, "timestamp": iso(utcnow()), "data": record.public()},
+        separators=(",", ":"),
+    )
+    ids = []
+    now = time.time()
+    pipe = client.pipeline(transaction=True)
+    for target in targets_for(settings, record, event_type):
+        delivery_id = "msg_" + secrets.token_hex(12)
+        entry = {
+            "id": delivery_id,
+            "type": event_type,
+            "fax_id": record.id,
+            "url": target.url,
+            "kind": target.kind,
+            "body": body,
+            "attempts": 0,
+            "last_error": "",
+        }
+        pipe.set(DELIVERY_PREFIX + delivery_id, json.dumps(entry), ex=14 * 86400)
+        pipe.zadd(DELIVERIES_DUE, {delivery_id: now + settings.wake_grace})
+        ids.append(delivery_id)
+    if ids:
+        pipe.execute()
+    return ids
+
+
+def _secret_for(settings: Settings, entry: dict[str, Any]) -> str | None:
+    if entry["kind"] == "callback":
+        return settings.event_secret.get_secret_value() if settings.event_secret else None
+    for subscriber in settings.subscribers:
+        if subscriber.url == entry["url"]:
+            return subscriber.secret.get_secret_value()
+    return None
+
+
+def deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
+    """Try one delivery; returns "delivered", "retry", "gave_up" or "gone"."""
+    raw = client.get(DELIVERY_PREFIX + delivery_id)
+    if raw is None:
+        client.zrem(DELIVERIES_DUE, delivery_id)
+        return "gone"
+    entry = json.loads(raw)
+    secret = _secret_for(settings, entry)
+    if secret is None:
+        client.zrem(DELIVERIES_DUE, delivery_id)
+        log.warning("event %s: no secret for its target any more; dropped", delivery_id)
+        return "gone"
+    timestamp = int(time.time())
+    body = entry["body"].encode()
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, delivery_id, timestamp, body),
+        "user-agent": "faxrelay",
+    }
+    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+    error = ""
+    permanent = False
+    try:
+        if entry["kind"] == "callback":
+            with guarded_client(settings.callback_hosts, timeout=timeout) as http:
+                answer = http.post(entry["url"], content=body, headers=headers)
+        else:
+            with httpx.Client(timeout=timeout) as http:
+                answer = http.post(entry["url"], content=body, headers=headers)
+        if 200 <= answer.status_code < 300:
+            client.delete(DELIVERY_PREFIX + delivery_id)
+            client.zrem(DELIVERIES_DUE, delivery_id)
+            return "delivered"
+        error = f"HTTP {answer.status_code}"
+    except URLRefused as exc:
+        error, permanent = str(exc), True
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    entry["attempts"] += 1
+    entry["last_error"] = error
+    exhausted = EVENT.max_attempts is not None and entry["attempts"] >= EVENT.max_attempts
+    if permanent or exhausted:
+        client.zrem(DELIVERIES_DUE, delivery_id)
+        client.set(DELIVERY_PREFIX + delivery_id, json.dumps(entry), ex=14 * 86400)
+        log.error("event %s to %s given up: %s", delivery_id, entry["url"], error)
+        return "gave_up"
+    delay = EVENT.backoff.delay(entry["attempts"]) * settings.retry_scale
+    client.set(DELIVERY_PREFIX + delivery_id, json.dumps(entry), ex=14 * 86400)
+    client.zadd(DELIVERIES_DUE, {delivery_id: time.time() + delay})
+    return "retry"
+
+
+def claim_due_deliveries(client: redis.Redis, grace: float, limit: int = 500) -> list[str]:
+    now = time.time()
+    ids = [
+        i.decode() if isinstance(i, bytes) else str(i)
+        for i in client.zrangebyscore(DELIVERIES_DUE, "-inf", now, start=0, num=limit)
+    ]
+    if ids:
+        client.zadd(DELIVERIES_DUE, dict.fromkeys(ids, now + grace))
+    return ids

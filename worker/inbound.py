@@ -1,0 +1,307 @@
+"""The inbound pipeline: every received fax fetched, checked and archived before the provider deletes it.
+
+Steps (each a plain function; ``tasks.py`` wraps them):
+
+- ``handle_inbound``  after a webhook: announce ``fax.received``, then archive.
+- ``archive_fax``     download under the URL rules to a temporary file, check it is a PDF, archive it
+                      with its sidecar, mark the record ``archived``. Transient failures retry with
+                      backoff until the provider's copy expires (``retry.ARCHIVE``); a 404 retries a
+                      few times (``retry.ARCHIVE_NOT_FOUND``); a refused URL or a non-PDF fails at once.
+- ``reconcile``       list what the provider holds and record anything no webhook announced.
+
+Only one worker works on a record at a time (a lease in Redis); a worker that dies loses its lease
+and the sweeper wakes the record again, so a killed worker costs a retry, never a fax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import IO, Any
+
+from .domain import (
+    Direction,
+    FaxRecord,
+    IllegalTransition,
+    NoChange,
+    State,
+    iso,
+    parse_iso,
+    transition,
+    utcnow,
+)
+from .fetch import URLRefused
+from .pdfcheck import check_pdf
+from .providers.base import InboundFax, ProviderError
+from .retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
+from .runtime import INBOUND_TASK, Runtime
+from .store import dedup_key
+
+log = logging.getLogger(__name__)
+
+
+def inbound_dedup(account: str, provider_fax_id: str) -> tuple[str, str]:
+    return f"in:{account}", provider_fax_id
+
+
+def new_inbound_record(runtime: Runtime, account_name: str, fax: InboundFax) -> FaxRecord:
+    """A ``received`` record for a fax the provider announced or listed."""
+    account = runtime.settings.account(account_name)
+    from .providers import provider_class
+
+    retention = provider_class(account.provider).inbound_retention_days
+    received = fax.received_at or utcnow()
+    record = FaxRecord.new(
+        Direction.INBOUND,
+        account_name,
+        account.provider,
+        from_number=fax.from_number,
+        to_number=fax.to_number,
+        pages=fax.pages,
+        provider_ids={"fax_id": fax.provider_fax_id},
+        raw=fax.raw,
+    )
+    if fax.download_url:
+        record.work["download_url"] = fax.download_url
+    if retention is not None:
+        record.expires_at = iso(received + timedelta(days=retention))
+    record.due_at = time.time() + runtime.settings.wake_grace
+    return record
+
+
+def inbound_fax_of(record: FaxRecord) -> InboundFax:
+    return InboundFax(
+        provider_fax_id=record.provider_ids.get("fax_id", ""),
+        from_number=record.from_number,
+        to_number=record.to_number,
+        pages=record.pages,
+        received_at=parse_iso(record.created_at),
+        download_url=str(record.work.get("download_url", "")),
+        raw=record.raw,
+    )
+
+
+@contextlib.contextmanager
+def leased(runtime: Runtime, fax_id: str) -> Iterator[bool]:
+    """Hold the record's lease while working on it; yields False if another worker has it."""
+    token = uuid.uuid4().hex
+    if not runtime.store.acquire_lease(fax_id, token, runtime.settings.lease_seconds):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        runtime.store.release_lease(fax_id, token)
+
+
+def _move(
+    runtime: Runtime,
+    fax_id: str,
+    target: State,
+    *,
+    reason: str = "",
+    detail: str = "",
+    note: str = "",
+    due_at: float | None = None,
+    **changes: Any,
+) -> FaxRecord | None:
+    """Move a record forward and set its next due time; None when it cannot move any more."""
+
+    def mutate(record: FaxRecord) -> None:
+        with contextlib.suppress(NoChange):
+            transition(record, target, reason=reason, detail=detail, note=note)
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.due_at = None if record.final else due_at
+
+    try:
+        record, _ = runtime.store.update(fax_id, mutate)
+    except IllegalTransition as exc:
+        log.info("%s", exc)
+        return None
+    return record
+
+
+def handle_inbound(runtime: Runtime, fax_id: str) -> None:
+    record = runtime.store.find(fax_id)
+    if record is None or record.direction != Direction.INBOUND:
+        return
+    if not record.work.get("announced"):
+
+        def mark(r: FaxRecord) -> None:
+            r.work["announced"] = True
+
+        record, _ = runtime.store.update(fax_id, mark)
+        runtime.emit(record, "fax.received")
+    archive_fax(runtime, fax_id)
+
+
+def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: Any) -> None:
+    record = _move(runtime, fax_id, State.FAILED, reason=reason, detail=detail, **changes)
+    if record is not None:
+        log.warning("fax %s failed: %s (%s)", fax_id, reason, detail)
+        runtime.emit(record, "fax.failed")
+
+
+def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, detail: str) -> None:
+    """Schedule another attempt from the record's due time, or fail when the rule runs out."""
+    attempts = record.attempts.get("download", 0) + 1
+    attempts_of_kind = record.attempts.get(kind, 0) + 1
+    now = time.time()
+    expires = parse_iso(record.expires_at)
+    if expires is not None and now >= expires.timestamp():
+        _fail(runtime, record.id, "expired", f"the provider's copy expired; last error: {detail}")
+        return
+    if rule.max_attempts is not None and attempts_of_kind >= rule.max_attempts:
+        _fail(runtime, record.id, rule.on_exhausted, detail)
+        return
+    delay = rule.backoff.delay(attempts) * runtime.settings.retry_scale
+    due = now + delay
+    if expires is not None:
+        due = min(due, max(now, expires.timestamp() - 60))  # one last try before it goes
+    at_risk = (
+        expires is not None
+        and expires.timestamp() - now < runtime.settings.archive_risk_margin
+        and not record.work.get("at_risk_sent")
+    )
+
+    def mutate(r: FaxRecord) -> None:
+        r.attempts["download"] = attempts
+        r.attempts[kind] = attempts_of_kind
+        r.work["last_error"] = detail
+        r.history.append({"state": str(r.state), "at": iso(utcnow()), "note": f"retry: {detail}"})
+        if at_risk:
+            r.work["at_risk_sent"] = True
+        r.due_at = due
+
+    updated, _ = runtime.store.update(record.id, mutate)
+    log.info(
+        "fax %s: download attempt %d failed (%s); next in %.0f s",
+        record.id,
+        attempts,
+        detail,
+        delay,
+    )
+    if at_risk:
+        runtime.emit(updated, "fax.archive_at_risk")
+
+
+def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
+    staged = str(record.work.get("staged_key", ""))
+    if staged:  # the webhook carried the PDF; it waits in S3 staging
+        runtime.archive.download_to(staged, sink)
+        return sink.tell()
+    provider = runtime.provider(record.account)
+    return provider.download(inbound_fax_of(record), sink, runtime.settings.download_max_bytes)
+
+
+def archive_fax(runtime: Runtime, fax_id: str) -> None:
+    with leased(runtime, fax_id) as mine:
+        if mine:
+            _archive(runtime, fax_id)
+
+
+def _archive(runtime: Runtime, fax_id: str) -> None:
+    record = runtime.store.find(fax_id)
+    if record is None or record.final or record.direction != Direction.INBOUND:
+        return
+    lease_due = time.time() + runtime.settings.lease_seconds
+    record = _move(runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due) or record
+    if record.final:
+        return
+    with tempfile.TemporaryFile() as spool:
+        try:
+            _download(runtime, record, spool)
+        except URLRefused as exc:
+            _fail(runtime, fax_id, "download_refused", exc.reason)
+            return
+        except ProviderError as exc:
+            if exc.http_status == 404:
+                _retry(runtime, record, ARCHIVE_NOT_FOUND, "not_found", str(exc))
+            elif exc.kind in ARCHIVE.retry_on:
+                _retry(runtime, record, ARCHIVE, str(exc.kind), str(exc))
+            else:
+                _fail(runtime, fax_id, "provider_error", str(exc))
+            return
+        checked = check_pdf(spool)
+        if not checked.ok:
+            stored = runtime.archive.quarantine(record, spool, "application/octet-stream")
+            _fail(
+                runtime,
+                fax_id,
+                "not_pdf",
+                checked.problem,
+                archive={"bucket": stored.bucket, "key": stored.key},
+                sha256=stored.sha256,
+            )
+            return
+        note = "archived"
+        if record.pages is not None and checked.pages != record.pages:
+            note = f"archived; provider said {record.pages} pages, the PDF has {checked.pages}"
+        stored = runtime.archive.archive_inbound(record, spool)
+    archived = _move(
+        runtime,
+        fax_id,
+        State.ARCHIVED,
+        note=note,
+        archive={"bucket": stored.bucket, "key": stored.key},
+        sha256=stored.sha256,
+        pages=checked.pages,
+    )
+    if archived is None:
+        return
+    runtime.emit(archived, "fax.archived")
+    staged = str(record.work.get("staged_key", ""))
+    if staged:
+        runtime.archive.client.delete_object(Bucket=runtime.archive.bucket, Key=staged)
+    account = runtime.settings.account(record.account)
+    if account.delete_after_archive:
+        try:
+            runtime.provider(record.account).delete_inbound(inbound_fax_of(archived))
+        except ProviderError as exc:
+            log.warning("fax %s archived, but deleting the provider's copy failed: %s", fax_id, exc)
+
+
+def reconcile_is_due(runtime: Runtime, account_name: str) -> bool:
+    account = runtime.settings.account(account_name)
+    last = runtime.store.redis.get(f"fr:reconciled:{account_name}")
+    last_at = parse_iso(_text(last)) if last else None
+    return last_at is None or (utcnow() - last_at).total_seconds() >= account.reconcile_interval
+
+
+def reconcile(runtime: Runtime, account_name: str) -> list[str]:
+    """Record every fax the provider lists that faxrelay does not know yet; returns the new ids."""
+    account = runtime.settings.account(account_name)
+    provider = runtime.provider(account_name)
+    if not provider.capabilities.list_inbound:
+        return []
+    marker = f"fr:reconciled:{account_name}"
+    last = runtime.store.redis.get(marker)
+    lookback = timedelta(days=runtime.settings.reconcile_lookback_days)
+    since = utcnow() - lookback
+    if last is not None:
+        since = max(since, parse_iso(_text(last)) or since) - timedelta(days=1)
+    started = utcnow()
+    new_ids = []
+    for fax in provider.list_inbound(since):
+        if not fax.provider_fax_id:
+            continue
+        scope, key = inbound_dedup(account.name, fax.provider_fax_id)
+        record = new_inbound_record(runtime, account.name, fax)
+        created = runtime.store.create(record, dedup=dedup_key(scope, key))
+        if created.created:
+            new_ids.append(record.id)
+            runtime.send_task(INBOUND_TASK[0], INBOUND_TASK[1], [record.id])
+    runtime.store.redis.set(marker, iso(started) or "")
+    if new_ids:
+        log.info("reconcile %s: %d faxes no webhook announced", account_name, len(new_ids))
+    return new_ids
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

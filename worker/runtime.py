@@ -1,0 +1,105 @@
+"""What a worker process holds: settings, the store, the archive, one provider client per account,
+and the way to wake a record's next step. Built once per process (``get_runtime``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import httpx
+
+from config.settings import Account, Settings, get_settings
+
+from .archive import Archive
+from .domain import Direction, FaxRecord, State
+from .events import emit
+from .fetch import guarded_client
+from .providers import provider_for
+from .providers.base import Provider
+from .store import FaxStore
+
+# Task and queue for a record's next step, by direction and state.
+ARCHIVE_TASK = ("faxrelay.archive_fax", "faxrelay.archive")
+SUBMIT_TASK = ("faxrelay.submit_fax", "faxrelay.send")
+POLL_TASK = ("faxrelay.poll_fax", "faxrelay.poll")
+INBOUND_TASK = ("faxrelay.handle_inbound", "faxrelay.intake")
+EVENT_TASK = ("faxrelay.deliver_event", "faxrelay.events")
+RECONCILE_TASK = ("faxrelay.reconcile_account", "faxrelay.intake")
+
+
+def next_step(record: FaxRecord) -> tuple[str, str] | None:
+    if record.final:
+        return None
+    if record.direction == Direction.INBOUND:
+        return ARCHIVE_TASK
+    if record.state in (State.QUEUED, State.UNKNOWN):
+        return SUBMIT_TASK
+    return POLL_TASK
+
+
+Sender = Callable[[str, str, list[str]], None]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    send_task: Sender  # (task name, queue, args): publishes a wake-up
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def store(self) -> FaxStore:
+        return FaxStore.from_url(self.settings.redis_url)
+
+    @cached_property
+    def archive(self) -> Archive:
+        return Archive.from_settings(self.settings)
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout)
+
+    def provider(self, account_name: str) -> Provider:
+        """The account's client; its HTTP client only reaches the account's allowed hosts."""
+        with self._lock:
+            if account_name not in self._providers:
+                account = self.settings.account(account_name)
+                http = guarded_client(
+                    allowed_hosts(account),
+                    allow_private=account.allow_private_network,
+                    timeout=self.timeout,
+                )
+                self._providers[account_name] = provider_for(account, http)
+            return self._providers[account_name]
+
+    def emit(self, record: FaxRecord, event_type: str) -> None:
+        """Record the event's deliveries and wake them now (the sweeper retries them)."""
+        for delivery_id in emit(self.store.redis, self.settings, record, event_type):
+            self.send_task(EVENT_TASK[0], EVENT_TASK[1], [delivery_id])
+
+    def wake(self, record: FaxRecord) -> None:
+        step = next_step(record)
+        if step is not None:
+            self.send_task(step[0], step[1], [record.id])
+
+
+def allowed_hosts(account: Account) -> list[str]:
+    return [account.base_url, *account.download_hosts]
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        from config.celery_app import app
+
+        def send(task: str, queue: str, args: list[str]) -> None:
+            app.send_task(task, args=args, queue=queue)
+
+        _runtime = Runtime(get_settings(), send)
+    return _runtime
