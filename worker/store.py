@@ -346,10 +346,19 @@ class AsyncFaxStore:
         fingerprint: str = "",
         queue: str = "",
         message: str = "",
+        also: Callable[[Any], None] | None = None,
     ) -> Created:
-        created, fax_id, stored_fingerprint = await self._create(
-            args=_create_args(record, dedup, dedup_ttl, fingerprint, queue, message)
-        )
+        """As FaxStore.create. ``also`` may queue more writes (e.g. the raw webhook log entry)
+        on the same pipeline, so everything goes to Redis in one round trip."""
+        args = _create_args(record, dedup, dedup_ttl, fingerprint, queue, message)
+        if also is None:
+            result = await self._create(args=args)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            also(pipe)
+            await self._create(args=args, client=pipe)
+            result = (await pipe.execute())[-1]
+        created, fax_id, stored_fingerprint = result
         if created:
             return Created(record, True, fingerprint)
         return Created(await self.get(_text(fax_id)), False, _text(stored_fingerprint))

@@ -1,0 +1,74 @@
+"""The web app: provider webhooks, the send/status API, health.
+
+``create_app()`` reads settings once; run it with ``uvicorn --factory webhooks.app:create_app``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from config.settings import Settings, get_settings
+from worker.archive import Archive
+from worker.runtime import get_runtime
+from worker.store import AsyncFaxStore
+
+from .api import FaxApi
+from .intake import IntakeContext, WebhookRoutes
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
+    store = AsyncFaxStore(client)
+    archive = Archive.from_settings(settings)
+    runtime = get_runtime()
+    intake = WebhookRoutes(IntakeContext(settings, store, archive, runtime))
+    api = FaxApi(settings, store, runtime)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            await client.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # any failure means not ready; say which
+            checks["redis"] = f"error: {exc}"
+        try:
+            await anyio.to_thread.run_sync(archive.ping)
+            checks["s3"] = "ok"
+        except Exception as exc:
+            checks["s3"] = f"error: {exc}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/webhooks/{account}/inbound", intake.inbound, methods=["POST"]),
+        Route("/webhooks/{account}/status", intake.status, methods=["POST"]),
+        Route("/v1/faxes", api.create, methods=["POST"]),
+        Route("/v1/faxes", api.list, methods=["GET"]),
+        Route("/v1/faxes/{fax_id}", api.get, methods=["GET"]),
+        Route("/v1/faxes/{fax_id}/cancel", api.cancel, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

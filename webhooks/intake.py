@@ -1,0 +1,251 @@
+"""Provider webhook routes: ``POST /webhooks/{account}/inbound`` and ``/webhooks/{account}/status``.
+
+Checked in the contract's order: 404 unknown account → 401 token → 413 body over the limit (read
+no further) → 422 unparseable → 503 Redis down → 200 once durable. The 200 is sent only after the
+record (created with dedup) and the Celery message that wakes the worker are written by one Redis
+script, with the raw log entry in the same round trip. Every request, refused ones too, is logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from config.celery_app import INTAKE_QUEUE, POLL_QUEUE
+from config.settings import Account, Settings
+from worker.archive import Archive
+from worker.domain import FaxRecord
+from worker.inbound import inbound_dedup, new_inbound_record
+from worker.messages import task_message
+from worker.outbound import job_dedup, status_update
+from worker.providers import provider_class
+from worker.providers.base import InboundEvent, WebhookError
+from worker.runtime import Runtime
+from worker.store import AsyncFaxStore, RecordNotFound, dedup_key
+
+from . import rawlog
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass
+class IntakeContext:
+    settings: Settings
+    store: AsyncFaxStore
+    archive: Archive
+    runtime: Runtime  # for building records the way the worker does (no I/O through it here)
+
+
+def token_matches(request: Request, account: Account) -> bool:
+    """``?token=`` or the HTTP Basic password, compared in constant time."""
+    if account.webhook_token is None:
+        return False
+    expected = account.webhook_token.get_secret_value().encode()
+    given = request.query_params.get("token", "")
+    if not given:
+        header = request.headers.get("authorization", "")
+        if header[:6].lower() == "basic ":
+            try:
+                given = base64.b64decode(header[6:]).decode().partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                given = ""
+    return hmac.compare_digest(given.encode(), expected)
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, refusing (without reading on) one larger than ``limit``, chunked ones too."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class WebhookRoutes:
+    def __init__(self, ctx: IntakeContext) -> None:
+        self.ctx = ctx
+
+    async def inbound(self, request: Request) -> Response:
+        return await self._handle(request, "inbound")
+
+    async def status(self, request: Request) -> Response:
+        return await self._handle(request, "status")
+
+    async def _handle(self, request: Request, route: str) -> Response:
+        settings = self.ctx.settings
+        name = request.path_params["account"]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        entry = rawlog.LogEntry.capture(
+            account=name,
+            route=route,
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            headers=headers,
+            body=b"",
+            body_cap=settings.webhook_log_body_bytes,
+        )
+        account = settings.accounts.get(name)
+        if account is None:
+            return await self._refuse(entry, _error(404, "unknown_account", f"no account {name!r}"))
+        cls = provider_class(account.provider)
+        if route == "status" and not cls.capabilities.status_webhook:
+            return await self._refuse(
+                entry,
+                _error(404, "no_status_webhook", f"{account.provider} sends no status webhook"),
+            )
+        if not token_matches(request, account):
+            return await self._refuse(
+                entry, _error(401, "bad_token", "webhook token missing or wrong")
+            )
+        try:
+            body = await read_capped(request, settings.webhook_max_bytes)
+        except BodyTooLarge:
+            return await self._refuse(
+                entry,
+                _error(413, "too_large", f"body over {settings.webhook_max_bytes} bytes"),
+            )
+        entry.body_b64 = base64.b64encode(body[: settings.webhook_log_body_bytes]).decode()
+        entry.body_size = len(body)
+        entry.truncated = len(body) > settings.webhook_log_body_bytes
+        try:
+            if route == "inbound":
+                return await self._inbound(account, cls.webhook_ack, headers, body, entry)
+            return await self._status(account, headers, body, entry)
+        except WebhookError as exc:
+            return await self._refuse(entry, _error(422, "unparseable", str(exc)))
+        except (RedisError, OSError) as exc:
+            log.error("webhook for %s not recorded: Redis unavailable: %s", name, exc)
+            entry.status, entry.outcome = 503, "redis_down"
+            return _error(503, "unavailable", "storage unavailable; retry later")
+
+    async def _refuse(self, entry: rawlog.LogEntry, response: Response) -> Response:
+        entry.status, entry.outcome = response.status_code, "refused"
+        entry.detail = bytes(response.body).decode(errors="replace")[:500]
+        try:
+            await rawlog.write(self.ctx.store.redis, entry, self.ctx.settings.webhook_log_days)
+        except (RedisError, OSError) as exc:
+            log.error("raw webhook log unavailable: %s", exc)
+        return response
+
+    async def _inbound(
+        self,
+        account: Account,
+        ack: str,
+        headers: dict[str, str],
+        body: bytes,
+        entry: rawlog.LogEntry,
+    ) -> Response:
+        event = provider_class(account.provider).parse_inbound_webhook(headers, body)
+        days = self.ctx.settings.webhook_log_days
+        entry.status, entry.outcome = 200, "accepted"
+        if event.fax is None:
+            # The webhook names no fax: list the account's faxes now instead.
+            entry.outcome = "reconcile"
+            message = task_message("faxrelay.reconcile_account", INTAKE_QUEUE, [account.name])
+            pipe = self.ctx.store.redis.pipeline(transaction=True)
+            rawlog.add_to_pipeline(pipe, entry, days)
+            pipe.lpush(INTAKE_QUEUE, message)
+            await pipe.execute()
+            return self._ack(ack, {"reconcile": True})
+        record = new_inbound_record(self.ctx.runtime, account.name, event.fax)
+        if event.pdf is not None:
+            await self._stage_pdf(record, event)
+        entry.fax_id = record.id
+        scope, key = inbound_dedup(account.name, event.fax.provider_fax_id)
+        created = await self.ctx.store.create(
+            record,
+            dedup=dedup_key(scope, key),
+            queue=INTAKE_QUEUE,
+            message=task_message("faxrelay.handle_inbound", INTAKE_QUEUE, [record.id]),
+            also=lambda pipe: rawlog.add_to_pipeline(pipe, entry, days),
+        )
+        if not created.created:
+            entry.outcome, entry.fax_id = "duplicate", created.record.id
+            await rawlog.write(self.ctx.store.redis, entry, days)
+        return self._ack(
+            ack,
+            {
+                "id": created.record.id,
+                "state": str(created.record.state),
+                "duplicate": not created.created,
+            },
+        )
+
+    async def _stage_pdf(self, record: FaxRecord, event: InboundEvent) -> None:
+        """The webhook carried the PDF itself: keep it in S3 before answering."""
+        assert event.pdf is not None
+        key = self.ctx.archive.key_for("staging", record)
+        pdf = event.pdf
+
+        def upload() -> None:
+            import io
+
+            self.ctx.archive.put_file(key, io.BytesIO(pdf))
+
+        await anyio.to_thread.run_sync(upload)
+        record.work["staged_key"] = key
+
+    async def _status(
+        self, account: Account, headers: dict[str, str], body: bytes, entry: rawlog.LogEntry
+    ) -> Response:
+        event = provider_class(account.provider).parse_status_webhook(headers, body)
+        days = self.ctx.settings.webhook_log_days
+        entry.status, entry.outcome = 200, "accepted"
+        scope, key = job_dedup(account.name, event.job_id)
+        ref = await self.ctx.store.redis.get(dedup_key(scope, key))
+        if ref is None:
+            # Earlier than the worker saved the job id (or not ours): keep it for the submit step.
+            entry.outcome = "pending"
+            pipe = self.ctx.store.redis.pipeline(transaction=True)
+            rawlog.add_to_pipeline(pipe, entry, days)
+            pipe.set(f"fr:pending-status:{account.name}:{event.job_id}", body, ex=7 * 86400)
+            await pipe.execute()
+            return self._ack("", {"pending": True})
+        import json
+
+        fax_id = json.loads(ref)["id"]
+        entry.fax_id = fax_id
+        now = time.time()
+        try:
+            record, wake = await self.ctx.store.update(
+                fax_id, lambda r: status_update(r, event.status, now, "status webhook")
+            )
+        except RecordNotFound:
+            entry.outcome = "unknown_fax"
+            await rawlog.write(self.ctx.store.redis, entry, days)
+            return self._ack("", {"unknown": True})
+        pipe = self.ctx.store.redis.pipeline(transaction=False)
+        rawlog.add_to_pipeline(pipe, entry, days)
+        if wake:
+            pipe.lpush(POLL_QUEUE, task_message("faxrelay.poll_fax", POLL_QUEUE, [fax_id]))
+        await pipe.execute()
+        return self._ack("", {"id": fax_id, "state": str(record.state)})
+
+    @staticmethod
+    def _ack(ack: str, data: dict[str, Any]) -> Response:
+        return PlainTextResponse(ack) if ack else JSONResponse(data)

@@ -1,0 +1,147 @@
+"""The raw webhook log: every request to a provider webhook route, accepted or refused.
+
+Each entry keeps the method, path (token redacted), headers (secrets redacted), the body (up to
+``webhook_log_body_bytes``), the answer's status and outcome, and the fax it made. Entries expire
+after ``webhook_log_days``; ``faxrelay webhooks list|show|replay`` reads them.
+
+Keys: ``fr:wh:{id}`` (JSON, with TTL) and ``fr:wh:ix`` (sorted set id → time) for listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import redis
+import redis.asyncio as aioredis
+
+LOG_PREFIX = "fr:wh:"
+LOG_INDEX = "fr:wh:ix"
+REDACTED = "[redacted]"
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+SECRET_PARAMS = frozenset({"token", "auth", "api_password", "password", "secret"})
+
+
+def new_log_id(now: float) -> str:
+    return f"wh_{int(now * 1000):011x}{secrets.token_hex(4)}"
+
+
+def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs])
+
+
+@dataclass
+class LogEntry:
+    id: str
+    at: float
+    account: str
+    route: str  # "inbound" | "status"
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body_b64: str
+    body_size: int
+    truncated: bool
+    status: int = 0
+    outcome: str = ""
+    detail: str = ""
+    fax_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def capture(
+        cls,
+        *,
+        account: str,
+        route: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        body_cap: int,
+        now: float | None = None,
+    ) -> LogEntry:
+        now = now if now is not None else time.time()
+        return cls(
+            id=new_log_id(now),
+            at=now,
+            account=account,
+            route=route,
+            method=method,
+            path=path,
+            query=redact_query(query),
+            headers=redact_headers(headers),
+            body_b64=base64.b64encode(body[:body_cap]).decode(),
+            body_size=len(body),
+            truncated=len(body) > body_cap,
+        )
+
+    @property
+    def body(self) -> bytes:
+        return base64.b64decode(self.body_b64)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> LogEntry:
+        return cls(**json.loads(raw))
+
+
+def _ttl(days: float) -> int:
+    return max(1, int(days * 86400))
+
+
+def add_to_pipeline(pipe: Any, entry: LogEntry, days: float) -> None:
+    """Queue the entry's writes on a (sync or async) pipeline."""
+    pipe.set(LOG_PREFIX + entry.id, entry.to_json(), ex=_ttl(days))
+    pipe.zadd(LOG_INDEX, {entry.id: entry.at})
+
+
+async def write(client: aioredis.Redis, entry: LogEntry, days: float) -> None:
+    pipe = client.pipeline(transaction=False)
+    add_to_pipeline(pipe, entry, days)
+    await pipe.execute()
+
+
+def trim(client: redis.Redis, days: float) -> int:
+    """Drop index entries whose log entries have expired."""
+    return int(client.zremrangebyscore(LOG_INDEX, "-inf", time.time() - _ttl(days)))
+
+
+def list_entries(
+    client: redis.Redis, limit: int = 50, account: str | None = None
+) -> list[LogEntry]:
+    out: list[LogEntry] = []
+    start = 0
+    while len(out) < limit:
+        ids: list[bytes] = list(client.zrevrange(LOG_INDEX, start, start + 199))
+        if not ids:
+            break
+        start += len(ids)
+        for raw in client.mget([LOG_PREFIX + i.decode() for i in ids]):
+            if raw is None:
+                continue
+            entry = LogEntry.from_json(raw)
+            if account is None or entry.account == account:
+                out.append(entry)
+                if len(out) == limit:
+                    break
+    return out
+
+
+def get_entry(client: redis.Redis, log_id: str) -> LogEntry | None:
+    raw = client.get(LOG_PREFIX + log_id)
+    return LogEntry.from_json(raw) if raw is not None else None
