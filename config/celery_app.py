@@ -9,7 +9,7 @@ duplicated message never loses or duplicates a fax.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from .settings import get_settings
 
@@ -52,7 +52,11 @@ def create_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=DEFAULT_QUEUE,
-        task_queues=[Queue(name) for name in QUEUES],
+        task_default_exchange=DEFAULT_QUEUE,
+        task_default_routing_key=DEFAULT_QUEUE,
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         task_routes=ROUTES,
         worker_hijack_root_logger=False,
         enable_utc=True,

@@ -144,11 +144,14 @@ class _TomlSource(PydanticBaseSettingsSource):
         self.data: dict[str, Any] = {}
         if path:
             try:
-                self.data = tomllib.loads(Path(path).read_text())
+                with open(path, "rb") as handle:
+                    self.data = tomllib.load(handle)
             except FileNotFoundError as exc:
                 raise ConfigError(f"FAXRELAY_CONFIG names {path}, which does not exist") from exc
-            except tomllib.TOMLDecodeError as exc:
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+            except OSError as exc:
+                raise ConfigError(f"{path} cannot be read: {exc}") from exc
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self.data.get(field_name), field_name, False
@@ -206,7 +209,7 @@ class Settings(BaseSettings):
         if isinstance(value, dict):
             named = {}
             for name, spec in value.items():
-                if not ACCOUNT_NAME.match(name):
+                if not ACCOUNT_NAME.fullmatch(name):
                     raise ValueError(
                         f"account name {name!r} may hold only letters, digits, - and _"
                     )

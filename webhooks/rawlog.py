@@ -127,11 +127,11 @@ def list_entries(
     out: list[LogEntry] = []
     start = 0
     while len(out) < limit:
-        ids: list[bytes] = list(client.zrevrange(LOG_INDEX, start, start + 199))
+        ids = [_text(i) for i in client.zrevrange(LOG_INDEX, start, start + 199)]
         if not ids:
             break
         start += len(ids)
-        for raw in client.mget([LOG_PREFIX + i.decode() for i in ids]):
+        for raw in client.mget([LOG_PREFIX + i for i in ids]):
             if raw is None:
                 continue
             entry = LogEntry.from_json(raw)
@@ -145,3 +145,7 @@ def list_entries(
 def get_entry(client: redis.Redis, log_id: str) -> LogEntry | None:
     raw = client.get(LOG_PREFIX + log_id)
     return LogEntry.from_json(raw) if raw is not None else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

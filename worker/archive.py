@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
@@ -35,9 +35,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 CHUNK = 1024 * 1024
+# Two parts in flight and two buffered: memory stays near 32 MiB whatever the file's size.
 TRANSFER = TransferConfig(
-    multipart_threshold=8 * CHUNK, multipart_chunksize=8 * CHUNK, max_concurrency=2
+    multipart_threshold=8 * CHUNK,
+    multipart_chunksize=8 * CHUNK,
+    max_concurrency=2,
 )
+TRANSFER.max_in_memory_upload_chunks = 2  # not a boto3 argument, but its s3transfer base reads it
 
 
 def s3_client(
@@ -108,7 +112,7 @@ class Archive:
 
     # --- keys ---------------------------------------------------------------------
     def key_for(self, area: str, record: FaxRecord, ext: str = "pdf") -> str:
-        received = parse_iso(record.created_at) or utcnow()
+        received = (parse_iso(record.created_at) or utcnow()).astimezone(UTC)
         return f"{self.prefix}{area}/{record.account}/{_date_path(received)}/{record.id}.{ext}"
 
     # --- bucket -------------------------------------------------------------------
@@ -151,18 +155,19 @@ class Archive:
         if self.stored_sha256(key) == sha256:
             return Stored(self.bucket, key, sha256, size, uploaded=False)
         stream.seek(0)
-        self.client.upload_fileobj(
-            stream,
-            self.bucket,
-            key,
-            ExtraArgs={"ContentType": content_type, "Metadata": {"sha256": sha256}},
-            Config=TRANSFER,
-        )
+        extra = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
+        path = getattr(stream, "name", None)
+        if isinstance(path, str) and os.path.isfile(path):
+            stream.flush()
+            # From a file on disk boto3 reads each part itself: no part buffers in memory.
+            self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+        else:
+            self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
         return Stored(self.bucket, key, sha256, size, uploaded=True)
 
     def put_stream(self, key: str, source: IO[bytes], **kwargs: Any) -> Stored:
         """Upload from a stream that may not seek: spooled to a temporary file first."""
-        with tempfile.TemporaryFile() as spool:
+        with tempfile.NamedTemporaryFile() as spool:
             while chunk := source.read(CHUNK):
                 spool.write(chunk)
             return self.put_file(key, spool, **kwargs)

@@ -214,7 +214,7 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
     record = _move(runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due) or record
     if record.final:
         return
-    with tempfile.TemporaryFile() as spool:
+    with tempfile.NamedTemporaryFile(prefix="faxrelay-") as spool:
         try:
             _download(runtime, record, spool)
         except URLRefused as exc:

@@ -28,7 +28,6 @@ import httpx
 
 from config.settings import Account
 
-
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -220,6 +219,8 @@ class Provider:
     poll_cap: ClassVar[float] = 600.0
     # How long the provider keeps a received fax (None: until deleted).
     inbound_retention_days: ClassVar[float | None] = None
+    # The body the provider expects in answer to its webhooks (voip.ms retries until it reads "ok").
+    webhook_ack: ClassVar[str] = ""
 
     def __init__(
         self, account: Account, http: httpx.Client, timeout: httpx.Timeout | None = None

@@ -11,8 +11,8 @@ What the provider offers (``provider-docs/primevox.txt`` and its README):
   call, :meth:`PrimeVoxProvider.call_list`).
 - webhooks: inbound fax (urlencoded, carries a download URL; PDFs are kept 30 days) and outgoing
   status (JSON, the status call's answer).
-- No cancel, no job list, no inbound list or delete: those stay the base's ``unsupported`` error, and
-  a submit whose answer was lost cannot be looked up (``find_submitted`` is unsupported).
+- No cancel, no job list, no inbound list or delete: those stay the base's ``unsupported``
+  error, and a submit whose answer was lost cannot be looked up (``find_submitted``).
 
 Assumptions beyond the docs (kept tolerant, every raw field is kept on the record):
 
@@ -73,7 +73,6 @@ from .base import (
     SubmitResult,
     WebhookError,
     error_for_kind,
-    kind_for_http_status,
 )
 
 log = logging.getLogger(__name__)
@@ -84,8 +83,8 @@ STATUS_PATH = "/api/fax_status.php"
 CALL_LIST_PATH = "/api/call_list.php"
 
 # --- status words -----------------------------------------------------------------------------
-# Provider word (lower case, ``_``/``-`` read as spaces) -> (state, cause). README: success/sent/
-# delivered -> delivered; fail/error/busy/no answer -> failed; queued/pending/sending -> in progress.
+# Provider word (lower case, ``_``/``-`` read as spaces) -> (state, cause). README: success/
+# sent/delivered -> delivered; fail/error/busy/no answer -> failed; queued/pending/… -> in progress.
 STATUS: dict[str, tuple[JobState, FailureCause | None]] = {
     # waiting on the provider's side
     "queued": (JobState.QUEUED, None),
@@ -176,7 +175,7 @@ SUBMIT_OUTCOME_UNKNOWN_HTTP = frozenset({500, 502, 504})
 # --- webhook field names (compared lower case with "_" and "-" removed) -------------------------
 DOWNLOAD_URL_NAMES = (
     "url", "fileurl", "downloadurl", "download", "downloadlink", "pdf", "pdfurl", "pdflink",
-    "faxurl", "faxpdf", "faxfile", "fileurl", "file", "filelink", "link", "mediaurl", "media",
+    "faxurl", "faxpdf", "faxfile", "file", "filelink", "link", "mediaurl", "media",
     "attachment", "attachmenturl", "location", "href", "uri",
 )  # fmt: skip
 FAX_ID_NAMES = (
@@ -197,7 +196,7 @@ TO_NAMES = (
 PAGES_NAMES = ("pages", "numpages", "pagecount", "totalpages", "page", "npages")
 TIME_NAMES = (
     "receivedat", "received", "datetime", "date", "time", "timestamp", "created", "createdat",
-    "calldate", "start", "receivedtime",
+    "calldate", "start", "receivedtime", "ts",
 )  # fmt: skip
 
 _unknown_words: set[str] = set()
@@ -237,24 +236,28 @@ def job_status(
             _log_unknown_once(word)
         return JobStatus(JobState.UNKNOWN, raw_status, detail, None, pages=pages, raw=fields)
     state, cause = known
+    retried = False
     if rest:
         detail = detail or rest
         if state is JobState.FAILED:
             cause = _cause_from(rest) or cause
-    return JobStatus(state, raw_status, detail, cause, pages=pages, raw=fields)
+            if _RETRYING.search(_word(rest)):
+                # "Busy - will retry": the provider redials; not final yet.
+                state, retried = JobState.SENDING, True
+    return JobStatus(
+        state, raw_status, detail, cause, provider_retried=retried, pages=pages, raw=fields
+    )
+
+
+_CAUSES = (FailureCause.BUSY, FailureCause.NO_ANSWER, FailureCause.BAD_NUMBER)
+_RETRYING = re.compile(r"\b(retry|retrying|retries|redial|redialing|redialling|rescheduled)\b")
 
 
 def _cause_from(text: str) -> FailureCause | None:
-    entry = STATUS.get(_word(text))
-    if entry is not None and entry[1] is not None and entry[0] is JobState.FAILED:
-        return entry[1]
+    """The failure cause named in the rest of a compound word ("Failed: Busy")."""
     lowered = _word(text)
     for word, (state, cause) in STATUS.items():
-        if state is JobState.FAILED and cause in (
-            FailureCause.BUSY,
-            FailureCause.NO_ANSWER,
-            FailureCause.BAD_NUMBER,
-        ) and re.search(rf"\b{re.escape(word)}\b", lowered):
+        if state is JobState.FAILED and cause in _CAUSES and re.search(rf"\b{word}\b", lowered):
             return cause
     return None
 
@@ -285,6 +288,18 @@ def _pick(fields: Mapping[str, Any], names: Iterable[str]) -> Any:
         if value is not None and value != "" and not isinstance(value, (dict, list)):
             return value
     return None
+
+
+def _error_text(data: Any) -> str | None:
+    """The provider's error string in an answer (``{"error": …}`` or a bare known string)."""
+    if isinstance(data, str):
+        return data if error_kind(data) is not None else None
+    if not isinstance(data, dict):
+        return None
+    value = _pick(data, ("error", "errormessage", "err"))
+    if value is None or value is False or value == 0:
+        return None
+    return str(value)
 
 
 def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -470,7 +485,7 @@ class PrimeVoxProvider(Provider):
         if len(text) > 64 * 1024:
             return None
         decoder = json.JSONDecoder()
-        for match in re.finditer(r"[{\"]", text):
+        for match in re.finditer(r"\{", text):
             try:
                 value, end = decoder.raw_decode(text, match.start())
             except json.JSONDecodeError:
@@ -482,13 +497,7 @@ class PrimeVoxProvider(Provider):
     def _answer(self, operation: str, response: httpx.Response) -> dict[str, Any]:
         """The answer as a JSON object; the mapped error for ``{"error": …}`` or a bare string."""
         data = self._decode(response)
-        message: str | None = None
-        if isinstance(data, dict):
-            error = _pick(data, ("error", "errormessage", "err"))
-            if error is not None:
-                message = str(error)
-        elif isinstance(data, str) and error_kind(data) is not None:
-            message = data
+        message = _error_text(data)
         if message is not None:
             raise self._error(operation, message, response.status_code)
         if response.status_code >= 400:
@@ -504,7 +513,7 @@ class PrimeVoxProvider(Provider):
         original = number
         text = number.strip()
         international = text.startswith("+") and not text.lstrip("+ ").startswith("1")
-        digits = re.sub(r"[\s\-.()\[\]+/]", "", text)
+        digits = re.sub(r"[\s\-.()\[\]+]", "", text)
         if not digits:
             raise BadDestinationError(cls.name, "normalize_destination", "the number is empty")
         if not digits.isdigit():
@@ -562,13 +571,9 @@ class PrimeVoxProvider(Provider):
             idempotent=False,
         )
         data = self._decode(response)
-        error: Any = None
-        if isinstance(data, dict):
-            error = _pick(data, ("error", "errormessage", "err"))
-        elif isinstance(data, str) and error_kind(data) is not None:
-            error = data
+        error = _error_text(data)
         if error is not None:
-            raise self._error(operation, str(error), response.status_code)
+            raise self._error(operation, error, response.status_code)
         if not isinstance(data, dict):
             if response.status_code < 300 or response.status_code in SUBMIT_OUTCOME_UNKNOWN_HTTP:
                 raise OutcomeUnknownError(
@@ -639,8 +644,8 @@ class PrimeVoxProvider(Provider):
             if response.status_code >= 400:
                 response.read()
                 raise http_error(self.name, operation, response)
-            return stream_to(self.name, operation, response, sink, max_bytes)
-        raise AssertionError("unreachable")  # pragma: no cover  (mypy: ExitStack may swallow)
+            written = stream_to(self.name, operation, response, sink, max_bytes)
+        return written
 
     # --- operator calls -----------------------------------------------------------------------
     def call_list(self, tenant_id: str, **filters: str) -> Any:
@@ -654,10 +659,9 @@ class PrimeVoxProvider(Provider):
             idempotent=True,
         )
         data = self._decode(response)
-        if isinstance(data, dict):
-            error = _pick(data, ("error", "errormessage", "err"))
-            if error is not None:
-                raise self._error(operation, str(error), response.status_code)
+        error = _error_text(data)
+        if error is not None:
+            raise self._error(operation, error, response.status_code)
         if response.status_code >= 400:
             raise http_error(self.name, operation, response)
         if data is None:
@@ -677,18 +681,11 @@ class PrimeVoxProvider(Provider):
             idempotent=True,
         )
         try:
-            data = self._answer(operation, response)
-        except ProviderError as exc:
-            if error_kind(exc.provider_message) is ErrorKind.PERMANENT and "efax id" in (
-                exc.provider_message.lower()
-            ):
-                return {
-                    "credentials": "ok",
-                    "container_id": self.account.secret("container_id"),
-                    "box_id": "not checked (only a send checks it)",
-                    "answer": exc.provider_message,
-                }
-            raise
+            data: Any = self._answer(operation, response)
+        except ProviderPermanentError as exc:
+            if _word(exc.provider_message).rstrip(".") != "your supplied efax id is invalid":
+                raise
+            data = exc.provider_message
         return {
             "credentials": "ok",
             "container_id": self.account.secret("container_id"),
@@ -738,7 +735,7 @@ class PrimeVoxProvider(Provider):
                 "status webhook names no fax id (fields: " + ", ".join(sorted(fields)) + ")"
             )
         value = _pick(flat, STATUS_NAMES)
-        error = _pick(flat, ("error",))
+        error = _error_text(flat)
         detail = _pick(flat, DETAIL_NAMES)
         if value is None:
             if error is None:
@@ -761,5 +758,4 @@ __all__ = [
     "PrimeVoxProvider",
     "error_kind",
     "job_status",
-    "kind_for_http_status",
 ]

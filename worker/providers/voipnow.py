@@ -111,6 +111,10 @@ def _error_member(data: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _describe(code: str, message: str) -> str:
+    return f"{code}: {message}" if message else code or "(error without a code)"
+
+
 def _read_error(operation: str, response: httpx.Response) -> ProviderError:
     """The error for a non-2xx answer: by the provider's code, else by the HTTP status."""
     try:
@@ -140,9 +144,10 @@ class VoipNow(Provider):
         inbound_webhook=False,
         find_submitted=False,
     )
-    # Nothing to poll: status() answers ACCEPTED at once.
-    poll_first: ClassVar[float] = 0.0
-    poll_cap: ClassVar[float] = 0.0
+    # Nothing to poll (status() answers ACCEPTED, final, at once); kept at sane values so a
+    # caller that polls anyway does not spin.
+    poll_first: ClassVar[float] = 15.0
+    poll_cap: ClassVar[float] = 600.0
 
     def __init__(
         self, account: Account, http: httpx.Client, timeout: httpx.Timeout | None = None
@@ -202,7 +207,7 @@ class VoipNow(Provider):
         if member is not None:
             code, message = member
             kind = ERROR.get(code, ErrorKind.AUTH)
-            raise self.error(kind, operation, f"{code}: {message}", response.status_code)
+            raise self.error(kind, operation, _describe(code, message), response.status_code)
         value = data.get("access_token")
         if not isinstance(value, str) or not value:
             raise ProviderTransientError(
@@ -291,7 +296,7 @@ class VoipNow(Provider):
         if member is not None:
             code, message = member
             kind = ERROR.get(code, ErrorKind.PERMANENT)
-            raise self.error(kind, operation, f"{code}: {message}", response.status_code)
+            raise self.error(kind, operation, _describe(code, message), response.status_code)
         fax_id = data.get("id")
         if fax_id is None or fax_id == "":
             raise OutcomeUnknownError(

@@ -1,0 +1,354 @@
+"""Inbound end to end: provider webhook → web app → Redis → worker → sandbox download → S3.
+
+Real processes throughout (uvicorn, a Celery worker and beat, Valkey, SeaweedFS, the sandbox over
+HTTP). Address rules are proven end to end only with loopback canaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from config.celery_app import INTAKE_QUEUE
+from tests.conftest import BUCKET
+from tests.system import System, sandbox_fire, wait_for
+from worker.archive import s3_client
+from worker.messages import task_message
+from worker.store import dedup_key
+
+
+class Canary:
+    """A loopback HTTP server that must never be reached; it counts every request."""
+
+    def __init__(self, host: str) -> None:
+        hits: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"%PDF-1.4 canary")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.hits = hits
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class Redirector:
+    """A server on an allowed host (127.0.0.1) that redirects every request to ``target``."""
+
+    def __init__(self, target: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("location", target)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fax.pdf"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def system(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: str, sandbox_server: Any
+) -> Iterator[System]:
+    extra = """
+[accounts.pv-local]
+provider = "primevox"
+base_url = "SANDBOX/primevox"
+webhook_token = "test-webhook-token-8c1f"
+auth = "a"
+container_id = "1"
+box_id = "1"
+download_hosts = ["localhost"]
+""".replace("SANDBOX", sandbox_server.url)
+    s = System(
+        tmp_path_factory.mktemp("inbound"),
+        s3_server,
+        sandbox_server.url,
+        BUCKET,
+        extra_config=extra,
+        env_overrides={"FAXRELAY_WEBHOOK_MAX_BYTES": str(1024 * 1024)},
+    ).start()
+    yield s
+    s.stop()
+
+
+def new_inbound(sandbox: Any, provider: str = "primevox", **fields: Any) -> dict[str, Any]:
+    return dict(sandbox.control("inbound", provider=provider, **fields))  # type: ignore[arg-type]
+
+
+def fire(
+    system: System, sandbox: Any, fax_id: str, account: str = "pv", **options: Any
+) -> dict[str, Any]:
+    provider = system_provider(account)
+    return sandbox_fire(
+        sandbox.url,
+        provider=provider,
+        kind="inbound",
+        url=system.webhook_url(account),
+        id=fax_id,
+        **options,
+    )
+
+
+def system_provider(account: str) -> str:
+    return {"pv": "primevox", "pv-local": "primevox", "ucx": "ucx", "vm": "voipms"}[account]
+
+
+def fax_id_for(system: System, account: str, provider_fax_id: str) -> str:
+    raw = system.store().redis.get(dedup_key(f"in:{account}", provider_fax_id))
+    assert raw is not None, f"no record for {account}/{provider_fax_id}"
+    return str(json.loads(raw)["id"])
+
+
+def objects(prefix: str, s3_endpoint: str) -> list[str]:
+    listing = s3_client(s3_endpoint).list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def test_primevox_webhook_archives_identical_bytes_with_sidecar(
+    system: System, sandbox: Any
+) -> None:
+    fax = new_inbound(sandbox, pages=3, size=300_000)
+    answer = fire(system, sandbox, fax["id"])
+    assert answer["status"] == 200
+    fax_id = fax_id_for(system, "pv", fax["id"])
+    record = system.wait_state(fax_id, "archived")
+    s3 = s3_client(system.s3_endpoint)
+    key = record.archive["key"]
+    assert key.startswith(f"inbound/pv/{record.created_at[:4]}/{record.created_at[5:7]}/")
+    assert key.endswith(f"/{fax_id}.pdf")
+    pdf = s3.get_object(Bucket=BUCKET, Key=key)
+    body = pdf["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == fax["sha256"]
+    assert pdf["Metadata"]["sha256"] == fax["sha256"]
+    sidecar = json.loads(s3.get_object(Bucket=BUCKET, Key=key[:-4] + ".json")["Body"].read())
+    assert sidecar["sha256"] == fax["sha256"]
+    assert sidecar["id"] == fax_id and sidecar["pages"] == 3
+    assert record.pages == 3 and record.sha256 == fax["sha256"]
+    assert [h["state"] for h in record.history] == ["received", "fetching", "archived"]
+
+
+def test_same_webhook_three_times_is_one_record_and_one_object(
+    system: System, sandbox: Any
+) -> None:
+    fax = new_inbound(sandbox)
+    answers = [fire(system, sandbox, fax["id"]) for _ in range(3)]
+    assert [a["status"] for a in answers] == [200, 200, 200]
+    ids = {json.loads(a["body"])["id"] for a in answers}
+    assert len(ids) == 1
+    fax_id = ids.pop()
+    record = system.wait_state(fax_id, "archived")
+    prefix = record.archive["key"].rsplit("/", 1)[0] + "/"
+    mine = [k for k in objects(prefix, system.s3_endpoint) if fax_id in k]
+    assert sorted(mine) == sorted([record.archive["key"], record.archive["key"][:-4] + ".json"])
+    assert len(sandbox.requests("primevox", "download")) == 1
+
+
+def test_bad_token_oversized_and_garbage_are_refused_and_logged(system: System) -> None:
+    url = f"{system.web_url}/webhooks/pv/inbound"
+    bad = httpx.post(url, params={"token": "wrong"}, data={"fileUrl": "http://x/y"})
+    assert bad.status_code == 401
+    basic = httpx.post(url, auth=("primevox", "test-webhook-token-8c1f"), content=b"")
+    assert basic.status_code == 422  # the Basic password is accepted; the empty body is not
+    big = httpx.post(system.webhook_url("pv"), content=b"a=" + b"x" * (2 * 1024 * 1024))
+    assert big.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b"x" * 65536
+
+    chunked = httpx.post(system.webhook_url("pv"), content=chunks())
+    assert chunked.status_code == 413
+    garbage = httpx.post(
+        system.webhook_url("pv"),
+        content=b"\x00\x01 this is not a webhook",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert garbage.status_code == 422
+    assert "error" in garbage.json()
+    assert httpx.post(system.webhook_url("nobody"), content=b"a=b").status_code == 404
+
+    from webhooks.rawlog import list_entries  # noqa: PLC0415
+
+    entries = list_entries(system.store().redis, limit=20)
+    statuses = [e.status for e in entries]
+    for code in (401, 413, 422, 404):
+        assert code in statuses
+    kept = next(e for e in entries if e.status == 422 and e.body.startswith(b"\x00\x01"))
+    assert kept.body == b"\x00\x01 this is not a webhook"
+    assert all("wrong" not in e.query for e in entries)  # tokens are redacted
+    assert all(e.headers.get("authorization") in (None, "[redacted]") for e in entries)
+
+
+def _post_primevox(system: System, account: str, url: str, efax_id: str) -> str:
+    answer = httpx.post(
+        system.webhook_url(account),
+        data={"efaxID": efax_id, "fileUrl": url, "callerIdNum": "5551230000"},
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["id"])
+
+
+def test_disallowed_hosts_and_redirects_are_never_fetched(system: System) -> None:
+    canary = Canary("127.0.0.2")
+    local = Canary("127.0.0.1")
+    redirect = Redirector(f"http://127.0.0.2:{canary.port}/redirected.pdf")
+    try:
+        not_allowed = _post_primevox(
+            system, "pv", f"http://127.0.0.2:{canary.port}/fax.pdf", f"c1-{time.time_ns()}"
+        )
+        redirected = _post_primevox(system, "pv", redirect.url, f"c2-{time.time_ns()}")
+        # "localhost" is an allowed host of pv-local, but it resolves to loopback.
+        by_name = _post_primevox(
+            system, "pv-local", f"http://localhost:{local.port}/fax.pdf", f"c3-{time.time_ns()}"
+        )
+        for fax_id in (not_allowed, redirected, by_name):
+            record = system.wait_state(fax_id, "failed")
+            assert record.reason == "download_refused", record.public()
+        assert "not an allowed host" in system.record(not_allowed).reason_detail
+        assert "non-public" in system.record(by_name).reason_detail
+        assert canary.hits == [] and local.hits == []
+    finally:
+        canary.close()
+        local.close()
+        redirect.close()
+
+
+def test_three_503s_then_success_is_archived(system: System, sandbox: Any) -> None:
+    fax = new_inbound(sandbox)
+    sandbox.control(
+        "faults", provider="primevox", operation="download", kind="error", status=503, count=3
+    )
+    fire(system, sandbox, fax["id"])
+    record = system.wait_state(fax_id_for(system, "pv", fax["id"]), "archived", timeout=60)
+    assert record.sha256 == fax["sha256"]
+    assert record.attempts["download"] == 3
+    assert len(sandbox.requests("primevox", "download")) == 4
+
+
+def test_non_pdf_is_quarantined(system: System, sandbox: Any) -> None:
+    fax = new_inbound(sandbox)
+    sandbox.control("faults", provider="primevox", operation="download", kind="not_pdf")
+    fire(system, sandbox, fax["id"])
+    record = system.wait_state(fax_id_for(system, "pv", fax["id"]), "failed")
+    assert record.reason == "not_pdf"
+    assert record.archive["key"].startswith("quarantine/pv/")
+    body = s3_client(system.s3_endpoint).get_object(Bucket=BUCKET, Key=record.archive["key"])
+    assert b"<html>" in body["Body"].read()
+
+
+def test_expired_file_fails_as_expired(system: System, sandbox: Any) -> None:
+    sandbox.control("clock", advance=-31 * 86400)  # received 31 days ago: past PrimeVox's 30
+    try:
+        fax = new_inbound(sandbox)
+    finally:
+        sandbox.control("clock", advance=31 * 86400)
+    fire(system, sandbox, fax["id"])
+    record = system.wait_state(fax_id_for(system, "pv", fax["id"]), "failed", timeout=60)
+    assert record.reason == "expired", record.public()
+
+
+def _archived_with(system: System, account: str, sha256: str) -> Any:
+    page = system.store().list(account=account, direction="inbound", limit=100)
+    return next((r for r in page.items if r.sha256 == sha256 and r.state == "archived"), None)
+
+
+def test_ucx_reconciliation_archives_faxes_no_webhook_announced(
+    system: System, sandbox: Any
+) -> None:
+    fax = new_inbound(sandbox, provider="ucx", pages=2)
+    system.store().redis.lpush(
+        INTAKE_QUEUE, task_message("faxrelay.reconcile_account", INTAKE_QUEUE, ["ucx"])
+    )
+    record = wait_for(lambda: _archived_with(system, "ucx", fax["sha256"]), 30, "reconcile")
+    assert record.pages == 2
+    assert record.history[0]["state"] == "received"
+
+
+def test_voipms_callback_without_id_reconciles_and_with_pdf_archives(
+    system: System, sandbox: Any
+) -> None:
+    listed = new_inbound(sandbox, provider="voipms")
+    answer = fire(system, sandbox, listed["id"], account="vm", with_id=False, with_pdf=False)
+    assert answer == {"status": 200, "body": "ok"}
+    raw = wait_for(
+        lambda: system.store().redis.get(dedup_key("in:vm", listed["id"])), 30, "reconcile"
+    )
+    record = system.wait_state(json.loads(raw)["id"], "archived")
+    assert record.sha256 == listed["sha256"]
+
+    carried = new_inbound(sandbox, provider="voipms", pages=2)
+    downloads_before = len(sandbox.requests("voipms", "getFaxMessagePDF"))
+    answer = fire(system, sandbox, carried["id"], account="vm", multipart=True, with_pdf=True)
+    assert answer["body"] == "ok"
+    wait_for(lambda: _archived_with(system, "vm", carried["sha256"]), 30, "archive")
+    assert len(sandbox.requests("voipms", "getFaxMessagePDF")) == downloads_before
+
+
+def test_worker_killed_mid_archive_still_archives_exactly_once(
+    system: System, sandbox: Any
+) -> None:
+    fax = new_inbound(sandbox, size=200_000)
+    sandbox.control("faults", provider="primevox", operation="download", kind="hang", seconds=4)
+    fire(system, sandbox, fax["id"])
+    fax_id = fax_id_for(system, "pv", fax["id"])
+    system.wait_state(fax_id, "fetching")
+    wait_for(lambda: sandbox.requests("primevox", "download"), 10, "the download to start")
+    system.kill_worker()
+    system.start_worker()
+    record = system.wait_state(fax_id, "archived", timeout=60)
+    assert record.sha256 == fax["sha256"]
+    prefix = record.archive["key"].rsplit("/", 1)[0] + "/"
+    assert [k for k in objects(prefix, system.s3_endpoint) if k.endswith(f"{fax_id}.pdf")] == [
+        record.archive["key"]
+    ]
+
+
+def test_redis_down_answers_503_and_loses_nothing_accepted(system: System, sandbox: Any) -> None:
+    accepted = new_inbound(sandbox)
+    refused = new_inbound(sandbox)
+    assert fire(system, sandbox, accepted["id"])["status"] == 200  # durable before the outage
+    system.stop_redis()
+    assert fire(system, sandbox, refused["id"])["status"] == 503
+    system.start_redis()
+    assert fire(system, sandbox, refused["id"])["status"] == 200  # the provider's retry
+    for fax in (accepted, refused):
+        system.wait_state(fax_id_for(system, "pv", fax["id"]), "archived", timeout=60)
+
+
+def test_record_accepted_before_a_redis_restart_survives_it(system: System, sandbox: Any) -> None:
+    fax = new_inbound(sandbox)
+    sandbox.control(
+        "faults", provider="primevox", operation="download", kind="error", status=503, count=2
+    )
+    assert fire(system, sandbox, fax["id"])["status"] == 200
+    fax_id = fax_id_for(system, "pv", fax["id"])
+    system.stop_redis()
+    system.start_redis()
+    record = system.wait_state(fax_id, "archived", timeout=90)
+    assert record.sha256 == fax["sha256"]

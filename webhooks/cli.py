@@ -1,0 +1,333 @@
+"""The ``faxrelay`` command. It sits on top of everything (web app, worker, sandbox), so it lives
+in the top package of the dependency chain.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from config.embedded import (
+    ManagedProcess,
+    SeaweedPorts,
+    StartupError,
+    free_port,
+    start_redis,
+    start_seaweed,
+    wait_until,
+)
+from config.settings import ConfigError, load_settings
+
+QUEUES = "celery,faxrelay.intake,faxrelay.archive,faxrelay.send,faxrelay.poll,faxrelay.events"
+
+
+@click.group()
+def main() -> None:
+    """faxrelay: a fax relay between fax providers and your own services."""
+
+
+# --- up -------------------------------------------------------------------------------------
+
+
+def _sandbox_config(sandbox_url: str, token: str) -> str:
+    """A config with one account per provider, pointing at the sandbox."""
+    from sandbox.accounts import sandbox_accounts_toml  # noqa: PLC0415
+
+    return sandbox_accounts_toml(sandbox_url, token)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Web app address.")
+@click.option("--port", default=8000, show_default=True, help="Web app port.")
+@click.option(
+    "--state-dir",
+    envvar="FAXRELAY_STATE_DIR",
+    default=".faxrelay",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where embedded Redis and S3 keep their data, and endpoints.json.",
+)
+@click.option(
+    "--appendfsync",
+    type=click.Choice(["everysec", "always"]),
+    default="everysec",
+    show_default=True,
+    help="AOF fsync policy of the embedded Redis.",
+)
+@click.option("--sandbox", "with_sandbox", is_flag=True, help="Add the provider sandbox and a config for it.")
+@click.option("--workers", default=2, show_default=True, help="Worker concurrency.")
+def up(
+    host: str, port: int, state_dir: Path, appendfsync: str, with_sandbox: bool, workers: int
+) -> None:
+    """Start the whole system: Redis, S3, the web app, a worker and beat. Ctrl-C stops it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["FAXRELAY_STATE_DIR"] = str(state_dir)
+    procs: list[ManagedProcess] = []
+    stopping = threading.Event()
+
+    def stop_all(*_: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        if not env.get("FAXRELAY_REDIS_URL"):
+            redis_port = free_port()
+            procs.append(start_redis(state_dir / "redis", redis_port, appendfsync=appendfsync))
+            env["FAXRELAY_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        if not env.get("FAXRELAY_S3_ENDPOINT_URL"):
+            env.setdefault("FAXRELAY_S3_BUCKET", "faxrelay")
+            ports = SeaweedPorts.pick()
+            procs.append(start_seaweed(state_dir / "s3", ports, env["FAXRELAY_S3_BUCKET"]))
+            env["FAXRELAY_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{ports.s3}"
+        sandbox_url = ""
+        if with_sandbox:
+            sandbox_port = free_port()
+            sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+            procs.append(
+                ManagedProcess(
+                    "sandbox",
+                    [sys.executable, "-m", "uvicorn", "--factory", "sandbox.app:create_app",
+                     "--host", "127.0.0.1", "--port", str(sandbox_port), "--log-level", "warning"],
+                    env=env,
+                ).start()
+            )  # fmt: skip
+            _wait_http(f"{sandbox_url}/_sandbox/jobs", 30, procs[-1])
+            if not env.get("FAXRELAY_CONFIG"):
+                token_file = state_dir / "sandbox-webhook-token"
+                if not token_file.exists():
+                    import secrets  # noqa: PLC0415
+
+                    token_file.write_text(secrets.token_urlsafe(24))
+                config = state_dir / "sandbox.toml"
+                config.write_text(_sandbox_config(sandbox_url, token_file.read_text().strip()))
+                env["FAXRELAY_CONFIG"] = str(config)
+            env.setdefault("FAXRELAY_CALLBACK_HOSTS", "127.0.0.1,localhost")
+        _check_config(env)
+        web_url = f"http://{host}:{port}"
+        web = ManagedProcess(
+            "web",
+            [sys.executable, "-m", "uvicorn", "--factory", "webhooks.app:create_app",
+             "--host", host, "--port", str(port), "--no-access-log"],
+            env=env,
+        ).start()  # fmt: skip
+        procs.append(web)
+        worker = ManagedProcess(
+            "worker",
+            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
+             "-Q", QUEUES, "--concurrency", str(workers), "-l", "info", "-n", "faxrelay@%h"],
+            env=env,
+            stop_timeout=30,
+        ).start()  # fmt: skip
+        procs.append(worker)
+        beat = ManagedProcess(
+            "beat",
+            [sys.executable, "-m", "celery", "-A", "config.celery_app", "beat", "-l", "info",
+             "-s", str(state_dir / "celerybeat-schedule")],
+            env=env,
+        ).start()  # fmt: skip
+        procs.append(beat)
+        _wait_http(f"{web_url}/readyz", 60, web)
+        _wait_worker(env, worker)
+        endpoints = {
+            "web_url": web_url,
+            "redis_url": env["FAXRELAY_REDIS_URL"],
+            "s3_endpoint_url": env["FAXRELAY_S3_ENDPOINT_URL"],
+            "s3_bucket": env.get("FAXRELAY_S3_BUCKET", "faxrelay"),
+            "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID", "faxrelay"),
+            "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY", "faxrelay"),
+            "sandbox_url": sandbox_url,
+            "config": env.get("FAXRELAY_CONFIG", ""),
+        }
+        (state_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
+        click.echo(f"faxrelay is up: web {web_url}  (ready: {web_url}/readyz)")
+        click.echo(f"  redis {endpoints['redis_url']}  s3 {endpoints['s3_endpoint_url']}")
+        if sandbox_url:
+            click.echo(f"  sandbox {sandbox_url}  config {endpoints['config']}")
+        click.echo(f"  endpoints: {state_dir / 'endpoints.json'}   Ctrl-C stops everything.")
+        while not stopping.wait(1.0):
+            for proc in procs:
+                if not proc.alive():
+                    click.echo(f"{proc.name} exited; stopping everything", err=True)
+                    stopping.set()
+    except (StartupError, ConfigError) as exc:
+        click.echo(f"faxrelay up: {exc}", err=True)
+        _stop(procs)
+        raise SystemExit(1) from None
+    _stop(procs)
+    click.echo("faxrelay stopped")
+
+
+def _stop(procs: list[ManagedProcess]) -> None:
+    for proc in reversed(procs):
+        proc.stop()
+
+
+def _check_config(env: dict[str, str]) -> None:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _wait_http(url: str, timeout: float, proc: ManagedProcess) -> None:
+    wait_until(lambda: httpx.get(url, timeout=2).status_code == 200, timeout, url, proc)
+
+
+def _wait_worker(env: dict[str, str], proc: ManagedProcess) -> None:
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(env["FAXRELAY_REDIS_URL"])
+    # A worker that consumes its queues registers them as kombu bindings.
+    wait_until(lambda: bool(client.exists("_kombu.binding.faxrelay.archive")), 60, "the worker", proc)
+
+
+# --- sandbox ----------------------------------------------------------------------------------
+
+
+@main.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8900, show_default=True)
+@click.option("--speed", default=1.0, show_default=True, help="Sandbox clock speed.")
+def sandbox_cmd(host: str, port: int, speed: float) -> None:
+    """Run the provider sandbox (the five providers' APIs, with fault injection)."""
+    import uvicorn  # noqa: PLC0415
+
+    from sandbox.app import create_app  # noqa: PLC0415
+    from sandbox.core import Sandbox  # noqa: PLC0415
+
+    click.echo(f"sandbox on http://{host}:{port}  (control API: /_sandbox/…)")
+    uvicorn.run(create_app(Sandbox(speed=speed)), host=host, port=port, log_level="info")
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """Configuration."""
+
+
+@config_group.command("check")
+def config_check() -> None:
+    """Load and validate the configuration; say what is wrong."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        click.echo(f"configuration is invalid:\n{exc}", err=True)
+        raise SystemExit(2) from None
+    click.echo(f"configuration is valid: {len(settings.accounts)} account(s)")
+    for name, account in settings.accounts.items():
+        click.echo(f"  {name}: {account.provider} at {account.base_url}")
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+
+def _redis() -> Any:
+    import redis  # noqa: PLC0415
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        click.echo(f"configuration is invalid:\n{exc}", err=True)
+        raise SystemExit(2) from None
+    url = settings.redis_url or _endpoints(settings.state_dir).get("redis_url", "")
+    if not url:
+        click.echo("no Redis: set FAXRELAY_REDIS_URL or start `faxrelay up`", err=True)
+        raise SystemExit(2)
+    return redis.Redis.from_url(url)
+
+
+def _endpoints(state_dir: Path) -> dict[str, str]:
+    path = state_dir / "endpoints.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+@main.group("webhooks")
+def webhooks_group() -> None:
+    """The raw webhook log."""
+
+
+@webhooks_group.command("list")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--account", default=None)
+def webhooks_list(limit: int, account: str | None) -> None:
+    """Recent webhook requests, newest first."""
+    from webhooks.rawlog import list_entries  # noqa: PLC0415
+
+    for e in list_entries(_redis(), limit, account):
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
+        click.echo(
+            f"{e.id}  {at}Z  {e.account:<12} {e.route:<8} {e.status}  {e.outcome:<10} {e.fax_id}"
+        )
+
+
+@webhooks_group.command("show")
+@click.argument("log_id")
+def webhooks_show(log_id: str) -> None:
+    """One webhook request in full (secrets redacted)."""
+    from webhooks.rawlog import get_entry  # noqa: PLC0415
+
+    entry = get_entry(_redis(), log_id)
+    if entry is None:
+        click.echo(f"no webhook log entry {log_id}", err=True)
+        raise SystemExit(1)
+    data = {k: v for k, v in entry.__dict__.items() if k != "body_b64"}
+    data["body"] = entry.body.decode(errors="replace")
+    click.echo(json.dumps(data, indent=2))
+
+
+@webhooks_group.command("replay")
+@click.argument("log_id")
+@click.option("--url", default=None, help="faxrelay's web URL (default: from endpoints.json).")
+def webhooks_replay(log_id: str, url: str | None) -> None:
+    """Send a stored webhook request to faxrelay again (dedup makes this safe)."""
+    from webhooks.rawlog import get_entry  # noqa: PLC0415
+
+    settings = load_settings()
+    entry = get_entry(_redis(), log_id)
+    if entry is None:
+        click.echo(f"no webhook log entry {log_id}", err=True)
+        raise SystemExit(1)
+    if entry.truncated:
+        click.echo("the stored body was truncated; it cannot be replayed", err=True)
+        raise SystemExit(1)
+    account = settings.accounts.get(entry.account)
+    if account is None or account.webhook_token is None:
+        click.echo(f"account {entry.account!r} has no webhook_token configured", err=True)
+        raise SystemExit(1)
+    base = url or _endpoints(settings.state_dir).get("web_url", "http://127.0.0.1:8000")
+    headers = {
+        k: v
+        for k, v in entry.headers.items()
+        if k in ("content-type", "user-agent") or k.startswith("x-")
+    }
+    answer = httpx.post(
+        f"{base}{entry.path}",
+        params={"token": account.webhook_token.get_secret_value()},
+        content=entry.body,
+        headers=headers,
+        timeout=30,
+    )
+    click.echo(f"{answer.status_code} {answer.text[:500]}")
+    raise SystemExit(0 if answer.status_code < 300 else 1)
+
+
+if __name__ == "__main__":
+    main()
