@@ -20,6 +20,11 @@ from typing import IO
 import httpx
 import redis
 
+# A Celery worker that loses its Redis broker with a task in flight can hit a kombu bug
+# ("Unrecoverable error: AttributeError ... 'hostname'") and then hang instead of exiting;
+# supervisors treat that line as "restart me".
+CELERY_FATAL = ("Unrecoverable error:",)
+
 
 class StartupError(RuntimeError):
     """A child process did not become ready."""
@@ -82,7 +87,10 @@ class ManagedProcess:
     env: dict[str, str] | None = None
     cwd: str | None = None
     stop_timeout: float = 15.0
+    # Output that means the process is wedged and must be restarted (see ``wedged``).
+    fatal_markers: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    wedged: bool = False
 
     def start(self) -> ManagedProcess:
         self.process = subprocess.Popen(
@@ -100,8 +108,11 @@ class ManagedProcess:
     def _copy_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in iter(self.process.stdout.readline, b""):
+            text = line.decode(errors="replace").rstrip()
+            if any(marker in text for marker in self.fatal_markers):
+                self.wedged = True
             try:
-                self.sink.write(f"[{self.name}] {line.decode(errors='replace').rstrip()}\n")
+                self.sink.write(f"[{self.name}] {text}\n")
                 self.sink.flush()
             except ValueError:  # sink closed during shutdown
                 return

@@ -121,7 +121,9 @@ def create_app(sb: Sandbox | None = None) -> Starlette:
         if builder is None:
             return _bad(f"{provider} sends no {kind} webhook")
         try:
-            content_type, body = builder(sb, str(data["id"]), str(request.base_url).rstrip("/"), data)
+            content_type, body = builder(
+                sb, str(data["id"]), str(request.base_url).rstrip("/"), data
+            )
         except KeyError as exc:
             return _bad(f"no such fax or job: {exc}", 404)
         async with httpx.AsyncClient(timeout=30) as client:

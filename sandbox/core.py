@@ -210,7 +210,10 @@ class Sandbox:
         error = self.take_fault(provider, operation, ("error",))
         if error is not None:
             entry.status = error.status
-            body = error.body or f"<html><body><h1>{error.status} Service Unavailable</h1></body></html>"
+            body = (
+                error.body
+                or f"<html><body><h1>{error.status} Service Unavailable</h1></body></html>"
+            )
             return entry, Response(body, status_code=error.status, media_type="text/html")
         return entry, None
 
@@ -218,7 +221,9 @@ class Sandbox:
         entry.status = response.status_code
         return response
 
-    def requests(self, provider: str | None = None, operation: str | None = None) -> list[LoggedRequest]:
+    def requests(
+        self, provider: str | None = None, operation: str | None = None
+    ) -> list[LoggedRequest]:
         return [
             r
             for r in list(self.log)
@@ -252,4 +257,4 @@ class Sandbox:
                 self.jobs[p].clear()
                 self.job_outcomes[p].clear()
                 self.job_duration[p] = 4.0
-            self.clock.set_speed(1.0)
+            self.clock = Clock(1.0)  # real time again, whatever a test did to the clock

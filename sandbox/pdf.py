@@ -32,5 +32,8 @@ def make_pdf(pages: int = 1, size: int = 0, label: str = "faxrelay sandbox") -> 
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(offsets) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(offsets) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(offsets) + 1,
+        xref,
+    )
     return bytes(out)

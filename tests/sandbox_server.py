@@ -46,7 +46,9 @@ class RunningSandbox:
 def run_sandbox(host: str = "127.0.0.1", port: int | None = None) -> Iterator[RunningSandbox]:
     sb = Sandbox()
     port = port or free_port(host)
-    config = uvicorn.Config(create_app(sb), host=host, port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        create_app(sb), host=host, port=port, log_level="warning", lifespan="off"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
-from config.embedded import ManagedProcess, free_port, start_redis, wait_until
+from config.embedded import CELERY_FATAL, ManagedProcess, free_port, start_redis, wait_until
 from sandbox import callerip as sb_callerip
 from sandbox import primevox as sb_primevox
 from sandbox import ucx as sb_ucx
@@ -140,7 +140,7 @@ class System:
             "FAXRELAY_SWEEP_INTERVAL": "0.5",
             "FAXRELAY_WAKE_GRACE": "3",
             "FAXRELAY_LEASE_SECONDS": "6",
-            "FAXRELAY_REDIAL_DELAY": "50",  # × retry_scale = 1 s
+            "FAXRELAY_REDIAL_DELAY": "50",  # times retry_scale: 1 s
             "PYTHONPATH": str(ROOT),
             **self.env_overrides,
         }
@@ -185,11 +185,34 @@ class System:
              "--concurrency", "3", "-l", "info", "-n", f"test{time.monotonic_ns()}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             sink=self._log, env=self.env, cwd=str(ROOT), stop_timeout=20,
+            fatal_markers=CELERY_FATAL,
         ).start()  # fmt: skip
         self.procs["worker"] = proc
         wait_until(
             lambda: bool(client.exists("_kombu.binding.faxrelay.archive")), 60, "worker", proc
         )
+
+    def ensure_worker(self) -> bool:
+        """Start the worker again if it exited, as a process supervisor would (``faxrelay up``,
+        systemd, compose's restart policy). Returns True when it had to."""
+        proc = self.procs.get("worker")
+        if proc is not None and proc.alive() and not proc.wedged:
+            return False
+        self._log.write("[test] worker exited or wedged; starting it again\n")
+        if proc is not None:
+            self.kill_worker()
+        self.start_worker()
+        return True
+
+    def worker_consumes(self) -> bool:
+        """The worker answers a Celery ping (it reconnected and consumes again)."""
+        from config.celery_app import app
+
+        app.conf.broker_url = self.redis_url
+        try:
+            return bool(app.control.ping(timeout=0.5))
+        except Exception:
+            return False
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool children at once (as a crash would)."""

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import click
 import httpx
 
 from config.embedded import (
+    CELERY_FATAL,
     ManagedProcess,
     SeaweedPorts,
     StartupError,
@@ -42,7 +44,7 @@ def main() -> None:
 
 def _sandbox_config(sandbox_url: str, token: str) -> str:
     """A config with one account per provider, pointing at the sandbox."""
-    from sandbox.accounts import sandbox_accounts_toml  # noqa: PLC0415
+    from sandbox.accounts import sandbox_accounts_toml
 
     return sandbox_accounts_toml(sandbox_url, token)
 
@@ -65,7 +67,9 @@ def _sandbox_config(sandbox_url: str, token: str) -> str:
     show_default=True,
     help="AOF fsync policy of the embedded Redis.",
 )
-@click.option("--sandbox", "with_sandbox", is_flag=True, help="Add the provider sandbox and a config for it.")
+@click.option(
+    "--sandbox", "with_sandbox", is_flag=True, help="Add the provider sandbox and a config for it."
+)
 @click.option("--workers", default=2, show_default=True, help="Worker concurrency.")
 def up(
     host: str, port: int, state_dir: Path, appendfsync: str, with_sandbox: bool, workers: int
@@ -108,7 +112,7 @@ def up(
             if not env.get("FAXRELAY_CONFIG"):
                 token_file = state_dir / "sandbox-webhook-token"
                 if not token_file.exists():
-                    import secrets  # noqa: PLC0415
+                    import secrets
 
                     token_file.write_text(secrets.token_urlsafe(24))
                 config = state_dir / "sandbox.toml"
@@ -117,28 +121,32 @@ def up(
             env.setdefault("FAXRELAY_CALLBACK_HOSTS", "127.0.0.1,localhost")
         _check_config(env)
         web_url = f"http://{host}:{port}"
-        web = ManagedProcess(
-            "web",
-            [sys.executable, "-m", "uvicorn", "--factory", "webhooks.app:create_app",
-             "--host", host, "--port", str(port), "--no-access-log"],
-            env=env,
-        ).start()  # fmt: skip
-        procs.append(web)
-        worker = ManagedProcess(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
-             "-Q", QUEUES, "--concurrency", str(workers), "-l", "info", "-n", "faxrelay@%h"],
-            env=env,
-            stop_timeout=30,
-        ).start()  # fmt: skip
-        procs.append(worker)
-        beat = ManagedProcess(
-            "beat",
-            [sys.executable, "-m", "celery", "-A", "config.celery_app", "beat", "-l", "info",
-             "-s", str(state_dir / "celerybeat-schedule")],
-            env=env,
-        ).start()  # fmt: skip
-        procs.append(beat)
+        factories: dict[str, Callable[[], ManagedProcess]] = {
+            "web": lambda: ManagedProcess(
+                "web",
+                [sys.executable, "-m", "uvicorn", "--factory", "webhooks.app:create_app",
+                 "--host", host, "--port", str(port), "--no-access-log"],
+                env=env,
+            ),
+            "worker": lambda: ManagedProcess(
+                "worker",
+                [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
+                 "-Q", QUEUES, "--concurrency", str(workers), "-l", "info", "-n", "faxrelay@%h"],
+                env=env,
+                stop_timeout=30,
+                fatal_markers=CELERY_FATAL,
+            ),
+            "beat": lambda: ManagedProcess(
+                "beat",
+                [sys.executable, "-m", "celery", "-A", "config.celery_app", "beat", "-l", "info",
+                 "-s", str(state_dir / "celerybeat-schedule")],
+                env=env,
+                fatal_markers=CELERY_FATAL,
+            ),
+        }  # fmt: skip
+        app_procs = {name: make().start() for name, make in factories.items()}
+        procs.extend(app_procs.values())
+        web, worker = app_procs["web"], app_procs["worker"]
         _wait_http(f"{web_url}/readyz", 60, web)
         _wait_worker(env, worker)
         endpoints = {
@@ -159,9 +167,16 @@ def up(
         click.echo(f"  endpoints: {state_dir / 'endpoints.json'}   Ctrl-C stops everything.")
         while not stopping.wait(1.0):
             for proc in procs:
-                if not proc.alive():
+                if proc.alive() and not proc.wedged:
+                    continue
+                if proc.name not in factories:  # Redis, S3 or the sandbox: nothing works without
                     click.echo(f"{proc.name} exited; stopping everything", err=True)
                     stopping.set()
+                    break
+                # Like any process supervisor: the app's own processes are restarted.
+                click.echo(f"{proc.name} exited or wedged; restarting it", err=True)
+                proc.signal(signal.SIGKILL)
+                procs[procs.index(proc)] = factories[proc.name]().start()
     except (StartupError, ConfigError) as exc:
         click.echo(f"faxrelay up: {exc}", err=True)
         _stop(procs)
@@ -190,11 +205,13 @@ def _wait_http(url: str, timeout: float, proc: ManagedProcess) -> None:
 
 
 def _wait_worker(env: dict[str, str], proc: ManagedProcess) -> None:
-    import redis  # noqa: PLC0415
+    import redis
 
     client = redis.Redis.from_url(env["FAXRELAY_REDIS_URL"])
     # A worker that consumes its queues registers them as kombu bindings.
-    wait_until(lambda: bool(client.exists("_kombu.binding.faxrelay.archive")), 60, "the worker", proc)
+    wait_until(
+        lambda: bool(client.exists("_kombu.binding.faxrelay.archive")), 60, "the worker", proc
+    )
 
 
 # --- sandbox ----------------------------------------------------------------------------------
@@ -206,10 +223,10 @@ def _wait_worker(env: dict[str, str], proc: ManagedProcess) -> None:
 @click.option("--speed", default=1.0, show_default=True, help="Sandbox clock speed.")
 def sandbox_cmd(host: str, port: int, speed: float) -> None:
     """Run the provider sandbox (the five providers' APIs, with fault injection)."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from sandbox.app import create_app  # noqa: PLC0415
-    from sandbox.core import Sandbox  # noqa: PLC0415
+    from sandbox.app import create_app
+    from sandbox.core import Sandbox
 
     click.echo(f"sandbox on http://{host}:{port}  (control API: /_sandbox/…)")
     uvicorn.run(create_app(Sandbox(speed=speed)), host=host, port=port, log_level="info")
@@ -240,7 +257,7 @@ def config_check() -> None:
 
 
 def _redis() -> Any:
-    import redis  # noqa: PLC0415
+    import redis
 
     try:
         settings = load_settings()
@@ -269,7 +286,7 @@ def webhooks_group() -> None:
 @click.option("--account", default=None)
 def webhooks_list(limit: int, account: str | None) -> None:
     """Recent webhook requests, newest first."""
-    from webhooks.rawlog import list_entries  # noqa: PLC0415
+    from webhooks.rawlog import list_entries
 
     for e in list_entries(_redis(), limit, account):
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
@@ -282,7 +299,7 @@ def webhooks_list(limit: int, account: str | None) -> None:
 @click.argument("log_id")
 def webhooks_show(log_id: str) -> None:
     """One webhook request in full (secrets redacted)."""
-    from webhooks.rawlog import get_entry  # noqa: PLC0415
+    from webhooks.rawlog import get_entry
 
     entry = get_entry(_redis(), log_id)
     if entry is None:
@@ -298,7 +315,7 @@ def webhooks_show(log_id: str) -> None:
 @click.option("--url", default=None, help="faxrelay's web URL (default: from endpoints.json).")
 def webhooks_replay(log_id: str, url: str | None) -> None:
     """Send a stored webhook request to faxrelay again (dedup makes this safe)."""
-    from webhooks.rawlog import get_entry  # noqa: PLC0415
+    from webhooks.rawlog import get_entry
 
     settings = load_settings()
     entry = get_entry(_redis(), log_id)
