@@ -186,8 +186,13 @@ def start_redis(
     proc = ManagedProcess("redis", argv, sink=sink or sys.stdout, stop_timeout=10).start()
     client = redis.Redis(host=host, port=port, socket_timeout=1)
     # While the AOF loads, the server answers LOADING: ping raises until it is done.
-    wait_until(lambda: bool(client.ping()), 30, "the Redis-compatible server", proc)
-    client.close()
+    try:
+        wait_until(lambda: bool(client.ping()), 30, "the Redis-compatible server", proc)
+    except StartupError:
+        proc.stop()
+        raise
+    finally:
+        client.close()
     return proc
 
 
@@ -238,5 +243,9 @@ def start_seaweed(
         answer = httpx.put(f"{endpoint}/{bucket}/.faxrelay-ready", content=b"ok", timeout=2)
         return answer.status_code == 200
 
-    wait_until(ready, 90, "SeaweedFS", proc)
+    try:
+        wait_until(ready, 90, "SeaweedFS", proc)
+    except StartupError:
+        proc.stop()
+        raise
     return proc
