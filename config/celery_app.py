@@ -8,7 +8,9 @@ duplicated message never loses or duplicates a fax.
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from .settings import get_settings
@@ -69,3 +71,11 @@ def create_celery() -> Celery:
 
 
 app = create_celery()
+
+
+@signals.after_setup_logger.connect
+def _quiet_task_lines(**_: object) -> None:
+    """Beat wakes the sweeper every few seconds: per-task 'received'/'succeeded' lines would
+    drown the log. Failures are still logged (at ERROR)."""
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -76,6 +76,8 @@ def up(
 ) -> None:
     """Start the whole system: Redis, S3, the web app, a worker and beat. Ctrl-C stops it."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    endpoints_file = state_dir / "endpoints.json"
+    endpoints_file.unlink(missing_ok=True)  # it describes a running system only
     env = dict(os.environ)
     env["FAXRELAY_STATE_DIR"] = str(state_dir)
     procs: list[ManagedProcess] = []
@@ -159,7 +161,7 @@ def up(
             "sandbox_url": sandbox_url,
             "config": env.get("FAXRELAY_CONFIG", ""),
         }
-        (state_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
+        endpoints_file.write_text(json.dumps(endpoints, indent=2))
         click.echo(f"faxrelay is up: web {web_url}  (ready: {web_url}/readyz)")
         click.echo(f"  redis {endpoints['redis_url']}  s3 {endpoints['s3_endpoint_url']}")
         if sandbox_url:
@@ -182,6 +184,7 @@ def up(
         _stop(procs)
         raise SystemExit(1) from None
     _stop(procs)
+    endpoints_file.unlink(missing_ok=True)
     click.echo("faxrelay stopped")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from config.celery_app import app
 
-from . import events, inbound, sweeper
+from . import events, inbound, outbound, sweeper
 from .runtime import get_runtime
 
 
@@ -47,3 +47,53 @@ def sweep() -> dict[str, Any]:
 def deliver_event(delivery_id: str) -> str:
     runtime = get_runtime()
     return events.deliver(runtime.store.redis, runtime.settings, delivery_id)
+
+
+@app.task(name="faxrelay.submit_fax")
+def submit_fax(fax_id: str) -> None:
+    outbound.submit_fax(get_runtime(), fax_id)
+
+
+@app.task(name="faxrelay.poll_fax")
+def poll_fax(fax_id: str) -> None:
+    outbound.poll_fax(get_runtime(), fax_id)
+
+
+class SendRefused(Exception):
+    """A queued send that cannot be accepted; the message says what is wrong."""
+
+
+@app.task(name="faxrelay.send_fax")
+def send_fax(
+    account: str = "",
+    to: str = "",
+    document: dict[str, Any] | None = None,
+    idempotency_key: str = "",
+    callback_url: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """The public queue-driven send (DESIGN.md "Queue-driven sends"); returns the fax id.
+
+    The same validation as ``POST /v1/faxes`` (``accept_send``); the idempotency key is shared
+    with the HTTP API's ``Idempotency-Key`` header, so a redelivered message makes no second fax.
+    """
+    missing = [name for name, value in (("account", account), ("to", to)) if not value]
+    if not document:
+        missing.append("document")
+    if missing:
+        raise SendRefused(f"422 missing_field: missing: {', '.join(missing)}")
+    if not isinstance(document, dict):
+        raise SendRefused("422 bad_document: document must be an object")
+    request = outbound.SendRequest(
+        account=str(account),
+        to=str(to),
+        document=document,
+        idempotency_key=str(idempotency_key or ""),
+        callback_url=str(callback_url or ""),
+        metadata=metadata if metadata is not None else {},
+    )
+    try:
+        accepted = outbound.accept_send(get_runtime(), request)
+    except outbound.SendError as exc:
+        raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
+    return accepted.record.id

@@ -1,0 +1,118 @@
+"""Helpers shared by the benchmarks: uvicorn processes with one set of flags, the sandbox as its own
+process, percentiles, and a temporary directory that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from config.embedded import ManagedProcess, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # every server the benchmarks start listens here, and nothing else is reached
+
+# The same uvicorn settings for every HTTP server a benchmark compares.
+UVICORN_FLAGS = (
+    "--host", HOST,
+    "--workers", "1",
+    "--loop", "uvloop",
+    "--http", "httptools",
+    "--no-access-log",
+    "--log-level", "warning",
+)  # fmt: skip
+
+
+def uvicorn_process(
+    name: str,
+    factory: str,
+    port: int,
+    *,
+    env: dict[str, str],
+    sink: IO[str],
+    ready_path: str = "/healthz",
+    ready_status: Sequence[int] = (200,),
+) -> ManagedProcess:
+    """``uvicorn --factory FACTORY`` on ``HOST:port``; returns once ``ready_path`` answers."""
+    proc = ManagedProcess(
+        name,
+        [sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port), *UVICORN_FLAGS],
+        sink=sink,
+        env=env,
+        cwd=str(ROOT),
+    ).start()
+    url = f"http://{HOST}:{port}{ready_path}"
+    try:
+        wait_until(
+            lambda: httpx.get(url, timeout=2).status_code in ready_status, 30, name, proc
+        )
+    except Exception:
+        proc.stop()
+        raise
+    return proc
+
+
+def sandbox_process(port: int, *, sink: IO[str]) -> ManagedProcess:
+    """The provider sandbox as its own process, so it competes with no benchmark for the GIL."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return uvicorn_process(
+        "sandbox",
+        "sandbox.app:create_app",
+        port,
+        env=env,
+        sink=sink,
+        ready_path="/_sandbox/jobs",
+    )
+
+
+def base_env() -> dict[str, str]:
+    """The environment for child processes: no ``FAXRELAY_*`` leaking in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAXRELAY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    # The embedded SeaweedFS accepts any key pair: a placeholder pair, never real credentials.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        env.pop(name, None)
+    env["AWS_ACCESS_KEY_ID"] = env["AWS_SECRET_ACCESS_KEY"] = "faxrelay"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        env.pop(name, None)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return float(ordered[rank])
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def stop_all(procs: list[ManagedProcess]) -> None:
+    """Stop in reverse start order; one failing to stop does not keep the others running."""
+    for proc in reversed(procs):
+        with contextlib.suppress(Exception):
+            proc.stop()
+    procs.clear()
