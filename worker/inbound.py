@@ -37,7 +37,7 @@ from .domain import (
 )
 from .fetch import URLRefused
 from .pdfcheck import check_pdf
-from .providers.base import InboundFax, ProviderError
+from .providers.base import InboundFax, NotFoundError, ProviderError
 from .retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
 from .runtime import INBOUND_TASK, Runtime
 from .store import dedup_key
@@ -221,7 +221,7 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
             _fail(runtime, fax_id, "download_refused", exc.reason)
             return
         except ProviderError as exc:
-            if exc.http_status == 404:
+            if isinstance(exc, NotFoundError) or exc.http_status == 404:
                 _retry(runtime, record, ARCHIVE_NOT_FOUND, "not_found", str(exc))
             elif exc.kind in ARCHIVE.retry_on:
                 _retry(runtime, record, ARCHIVE, str(exc.kind), str(exc))

@@ -10,7 +10,8 @@ Errors::
     ├── ProviderTransientError    try again later (5xx, database busy, rate limit, timeout before send)
     ├── ProviderAuthError         credentials refused; an operator must fix the account
     ├── ProviderPermanentError    the provider refused the request; retrying will not help
-    │   └── BadDestinationError   the number is wrong for this provider (never retried, never redialled)
+    │   ├── BadDestinationError   the number is wrong for this provider (never retried, never redialled)
+    │   └── NotFoundError         the provider does not have it (a received fax gone or not yet there)
     └── OutcomeUnknownError       the request left but no answer came back: it may have taken effect
 
 ``ErrorKind`` is the same classification as data: each module maps its error strings, codes and
@@ -72,6 +73,10 @@ class ProviderPermanentError(ProviderError):
 
 class BadDestinationError(ProviderPermanentError):
     kind = ErrorKind.BAD_DESTINATION
+
+
+class NotFoundError(ProviderPermanentError):
+    """The provider does not know the fax or file (it expired, was deleted, or is not there yet)."""
 
 
 class OutcomeUnknownError(ProviderError):

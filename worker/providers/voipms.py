@@ -56,6 +56,7 @@ from .base import (
     InboundFax,
     JobState,
     JobStatus,
+    NotFoundError,
     OutcomeUnknownError,
     OutgoingDocument,
     Provider,
@@ -164,6 +165,8 @@ ERROR_TEXT: dict[str, str] = {
 }
 # HTTP statuses after which a submit may or may not have taken effect.
 SUBMIT_OUTCOME_UNKNOWN_HTTP = frozenset({500, 502, 504})
+# Codes that mean "voip.ms has no such fax": the inbound pipeline treats them like an HTTP 404.
+NOT_FOUND_CODES = frozenset({"invalid_id", "invalid_fax_id"})
 
 # --- matching and dates ------------------------------------------------------------------------
 DATE_ZONE: tzinfo = UTC
@@ -363,6 +366,10 @@ class VoipMs(Provider):
                 kind = ErrorKind.PERMANENT
                 if response.status_code >= 400:
                     kind = http_error(self.name, operation, response).kind
+            if code in NOT_FOUND_CODES:
+                raise NotFoundError(
+                    self.name, operation, self._message(code, data), response.status_code
+                )
             raise self.error(kind, operation, self._message(code, data), response.status_code)
         code_http = response.status_code
         if outcome_unknown and (code_http < 300 or code_http in SUBMIT_OUTCOME_UNKNOWN_HTTP):
