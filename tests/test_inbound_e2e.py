@@ -193,7 +193,7 @@ def test_bad_token_oversized_and_garbage_are_refused_and_logged(system: System) 
     assert "error" in garbage.json()
     assert httpx.post(system.webhook_url("nobody"), content=b"a=b").status_code == 404
 
-    from webhooks.rawlog import list_entries
+    from worker.rawlog import list_entries
 
     entries = list_entries(system.store().redis, limit=20)
     statuses = [e.status for e in entries]
@@ -357,3 +357,42 @@ def test_record_accepted_before_a_redis_restart_survives_it(system: System, sand
     system.ensure_worker()
     record = system.wait_state(fax_id, "archived", timeout=90)
     assert record.sha256 == fax["sha256"]
+
+
+def test_webhook_log_cli_lists_shows_and_replays(system: System, sandbox: Any) -> None:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    fax = new_inbound(sandbox)
+    first = json.loads(fire(system, sandbox, fax["id"])["body"])
+    env = {**os.environ, **{k: v for k, v in system.env.items() if k.startswith("FAXRELAY_")}}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "webhooks.cli", "webhooks", *args],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+
+    listed = cli("list", "--account", "pv", "--limit", "5")
+    assert listed.returncode == 0, listed.stderr
+    line = next(row for row in listed.stdout.splitlines() if first["id"] in row)
+    log_id = line.split()[0]
+    shown = cli("show", log_id)
+    assert shown.returncode == 0, shown.stderr
+    entry = json.loads(shown.stdout)
+    assert entry["fax_id"] == first["id"] and entry["status"] == 200
+    assert f"efaxID={fax['id']}" in entry["body"]
+    assert "test-webhook-token" not in shown.stdout  # the token is redacted
+    replayed = cli("replay", log_id, "--url", system.web_url)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert (
+        json.loads(replayed.stdout.split(" ", 1)[1])
+        == {
+            "id": first["id"],
+            "state": system.record(first["id"]).state,
+            "duplicate": True,
+        }
+        or '"duplicate":true' in replayed.stdout
+    )
+    assert cli("show", "wh_nonexistent").returncode == 1

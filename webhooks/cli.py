@@ -289,7 +289,7 @@ def webhooks_group() -> None:
 @click.option("--account", default=None)
 def webhooks_list(limit: int, account: str | None) -> None:
     """Recent webhook requests, newest first."""
-    from webhooks.rawlog import list_entries
+    from worker.rawlog import list_entries
 
     for e in list_entries(_redis(), limit, account):
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
@@ -302,7 +302,7 @@ def webhooks_list(limit: int, account: str | None) -> None:
 @click.argument("log_id")
 def webhooks_show(log_id: str) -> None:
     """One webhook request in full (secrets redacted)."""
-    from webhooks.rawlog import get_entry
+    from worker.rawlog import get_entry
 
     entry = get_entry(_redis(), log_id)
     if entry is None:
@@ -318,7 +318,7 @@ def webhooks_show(log_id: str) -> None:
 @click.option("--url", default=None, help="faxrelay's web URL (default: from endpoints.json).")
 def webhooks_replay(log_id: str, url: str | None) -> None:
     """Send a stored webhook request to faxrelay again (dedup makes this safe)."""
-    from webhooks.rawlog import get_entry
+    from worker.rawlog import get_entry
 
     settings = load_settings()
     entry = get_entry(_redis(), log_id)

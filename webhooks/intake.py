@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from config.celery_app import INTAKE_QUEUE, POLL_QUEUE
 from config.settings import Account, Settings
+from worker import rawlog
 from worker.archive import Archive
 from worker.domain import FaxRecord
 from worker.inbound import inbound_dedup, new_inbound_record
@@ -32,8 +33,6 @@ from worker.providers import provider_class
 from worker.providers.base import InboundEvent, WebhookError
 from worker.runtime import Runtime
 from worker.store import AsyncFaxStore, RecordNotFound, dedup_key
-
-from . import rawlog
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from . import rawlog
 from .events import claim_due_deliveries
 from .runtime import EVENT_TASK, Runtime
 
@@ -33,6 +34,7 @@ def sweep(runtime: Runtime, limit: int = 500) -> SweepResult:
         runtime.wake(record)
         woken += 1
     deliveries = claim_due_deliveries(runtime.store.redis, grace, limit)
+    rawlog.trim(runtime.store.redis, runtime.settings.webhook_log_days)
     for delivery_id in deliveries:
         runtime.send_task(EVENT_TASK[0], EVENT_TASK[1], [delivery_id])
     if woken or deliveries:
