@@ -10,6 +10,10 @@ from collections.abc import AsyncIterator
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,8 +30,15 @@ from .intake import IntakeContext, WebhookRoutes
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
+    # A connection that died with a Redis restart is retried on a fresh one (every write here is
+    # idempotent: records are deduplicated), so the first webhook after a restart is not a 503.
     client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        settings.redis_url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     store = AsyncFaxStore(client)
     archive = Archive.from_settings(settings)

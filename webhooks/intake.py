@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -137,9 +138,9 @@ class WebhookRoutes:
             return await self._status(account, headers, body, entry)
         except WebhookError as exc:
             return await self._refuse(entry, _error(422, "unparseable", str(exc)))
-        except (RedisError, OSError) as exc:
-            log.error("webhook for %s not recorded: Redis unavailable: %s", name, exc)
-            entry.status, entry.outcome = 503, "redis_down"
+        except (RedisError, OSError, BotoCoreError, ClientError) as exc:
+            log.error("webhook for %s not recorded: storage unavailable: %s", name, exc)
+            entry.status, entry.outcome = 503, "storage_down"
             return _error(503, "unavailable", "storage unavailable; retry later")
 
     async def _refuse(self, entry: rawlog.LogEntry, response: Response) -> Response:

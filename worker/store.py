@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from .domain import FaxRecord, State
 
@@ -223,7 +225,17 @@ class FaxStore:
 
     @classmethod
     def from_url(cls, url: str) -> FaxStore:
-        return cls(redis.Redis.from_url(url))
+        # Retry on a fresh connection when Redis restarted under us: scripts are safe to repeat
+        # (creation is deduplicated, updates are compare-and-set).
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=30,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        return cls(client)
 
     def create(
         self,
