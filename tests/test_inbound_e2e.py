@@ -16,10 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from config.celery_app import INTAKE_QUEUE
 from tests.conftest import BUCKET
-from tests.system import System, sandbox_fire, wait_for
+from tests.system import SUBSCRIBER_SECRET, System, sandbox_fire, wait_for
 from worker.archive import s3_client
 from worker.messages import task_message
 from worker.store import dedup_key
@@ -71,11 +72,52 @@ class Redirector:
         self.server.shutdown()
 
 
+class Receiver:
+    """A loopback event subscriber that keeps every request it gets."""
+
+    def __init__(self) -> None:
+        received: list[tuple[dict[str, str], bytes]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
 @pytest.fixture(scope="module")
 def system(
-    tmp_path_factory: pytest.TempPathFactory, s3_server: str, sandbox_server: Any
+    tmp_path_factory: pytest.TempPathFactory,
+    s3_server: str,
+    sandbox_server: Any,
+    receiver: Receiver,
 ) -> Iterator[System]:
-    extra = """
+    subscriber = (
+        f'[[subscribers]]\nurl = "{receiver.url}"\nsecret = "{SUBSCRIBER_SECRET}"\n'
+        'types = ["fax.received", "fax.archived", "fax.failed"]\n'
+    )
+    extra = (
+        subscriber
+        + """
 [accounts.pv-local]
 provider = "primevox"
 base_url = "SANDBOX/primevox"
@@ -85,6 +127,7 @@ container_id = "1"
 box_id = "1"
 download_hosts = ["localhost"]
 """.replace("SANDBOX", sandbox_server.url)
+    )
     s = System(
         tmp_path_factory.mktemp("inbound"),
         s3_server,
@@ -360,9 +403,9 @@ def test_record_accepted_before_a_redis_restart_survives_it(system: System, sand
 
 
 def test_webhook_log_cli_lists_shows_and_replays(system: System, sandbox: Any) -> None:
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    import os
+    import subprocess
+    import sys
 
     fax = new_inbound(sandbox)
     first = json.loads(fire(system, sandbox, fax["id"])["body"])
@@ -396,3 +439,28 @@ def test_webhook_log_cli_lists_shows_and_replays(system: System, sandbox: Any) -
         or '"duplicate":true' in replayed.stdout
     )
     assert cli("show", "wh_nonexistent").returncode == 1
+
+
+def test_subscribers_get_signed_received_and_archived_events(
+    system: System, sandbox: Any, receiver: Receiver
+) -> None:
+    from standardwebhooks import Webhook
+
+    fax = new_inbound(sandbox)
+    fire(system, sandbox, fax["id"])
+    fax_id = fax_id_for(system, "pv", fax["id"])
+    system.wait_state(fax_id, "archived")
+    verifier = Webhook(SUBSCRIBER_SECRET)
+
+    def mine() -> list[dict[str, Any]]:
+        events = [verifier.verify(body, headers) for headers, body in list(receiver.received)]
+        return [e for e in events if e["data"]["id"] == fax_id]
+
+    events = wait_for(lambda: len(mine()) >= 2 and mine(), 30, "both events")
+    assert sorted(e["type"] for e in events) == ["fax.archived", "fax.received"]
+    archived = next(e for e in events if e["type"] == "fax.archived")
+    assert archived["data"]["sha256"] == fax["sha256"]
+    assert archived["data"]["archive"]["key"].endswith(f"{fax_id}.pdf")
+    headers, body = receiver.received[-1]
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(body + b" ", headers)
