@@ -147,7 +147,7 @@ def create_app(sb: Sandbox | None = None) -> Starlette:
                         "submitted_at": job.submitted_at,
                         "final_at": job.final_at(),
                         "plan": job.plan,
-                        "extra": job.extra,
+                        "extra": {k: repr(v) for k, v in job.extra.items()},
                     }
                 )
         return JSONResponse(out)

@@ -62,7 +62,7 @@ class FaxApi:
         if declared.isdigit() and int(declared) > limit:
             return error(413, "too_large", f"request over {limit} bytes")
         try:
-            send = await self._parse(request)
+            send = await self._parse(request, limit)
         except SendError as exc:
             return error(exc.status, exc.code, exc.message)
         send.idempotency_key = request.headers.get("idempotency-key", "")
@@ -72,7 +72,7 @@ class FaxApi:
             return error(exc.status, exc.code, exc.message)
         return JSONResponse(_public(accepted.record), status_code=202 if accepted.created else 200)
 
-    async def _parse(self, request: Request) -> SendRequest:
+    async def _parse(self, request: Request, limit: int) -> SendRequest:
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
             form = await request.form(max_part_size=self.settings.document_max_bytes + 1)
@@ -92,8 +92,14 @@ class FaxApi:
                 callback_url=str(form.get("callback_url") or ""),
                 metadata=metadata,
             )
+        # Read with the cap: a chunked body declares no length.
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise SendError(413, "too_large", f"request over {limit} bytes")
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SendError(422, "bad_json", f"body is not JSON: {exc}") from exc
         if not isinstance(body, dict):

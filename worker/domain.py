@@ -60,8 +60,21 @@ TRANSITIONS: dict[Direction, dict[State, frozenset[State]]] = {
                 State.UNKNOWN,
             }
         ),
-        State.SUBMITTED: frozenset({State.SENDING, State.DELIVERED, State.FAILED, State.CANCELLED}),
-        State.SENDING: frozenset({State.DELIVERED, State.FAILED, State.CANCELLED}),
+        # A redial or failover resubmits from submitted/sending: the new job may end accepted
+        # (a VoipNow fallback) or its submit may be lost (unknown).
+        State.SUBMITTED: frozenset(
+            {
+                State.SENDING,
+                State.DELIVERED,
+                State.FAILED,
+                State.CANCELLED,
+                State.ACCEPTED,
+                State.UNKNOWN,
+            }
+        ),
+        State.SENDING: frozenset(
+            {State.DELIVERED, State.FAILED, State.CANCELLED, State.ACCEPTED, State.UNKNOWN}
+        ),
         State.UNKNOWN: frozenset(
             {
                 State.SUBMITTED,

@@ -266,13 +266,28 @@ def _save(
     drop_work: tuple[str, ...] = (),
     attempts: dict[str, int] | None = None,
     provider_ids: dict[str, str] | None = None,
+    forward_only: bool = False,
 ) -> FaxRecord | None:
+    """Move the record (``target``) and update its bookkeeping in one write.
+
+    ``forward_only``: where the record is already past ``target`` (a redial or failover resubmits
+    a fax that is ``sending``), keep its state and save the rest instead of abandoning the write.
+    """
+
     def mutate(record: FaxRecord) -> None:
-        if target is not None:
+        move = target
+        if move is not None and forward_only and record.state != move:
+            move = move if can_move(record, move) else None
+        if move is not None:
             with contextlib.suppress(NoChange):
-                transition(record, target, reason=reason, detail=detail, note=note)
-        elif note:
-            record.history.append({"state": str(record.state), "at": iso(utcnow()), "note": note})
+                transition(record, move, reason=reason, detail=detail, note=note)
+        else:
+            if reason:
+                record.reason, record.reason_detail = reason, detail
+            if note or reason:
+                record.history.append(
+                    {"state": str(record.state), "at": iso(utcnow()), "note": note or detail}
+                )
         record.work.update(work or {})
         for key in drop_work:
             record.work.pop(key, None)
@@ -313,7 +328,8 @@ def _submit(runtime: Runtime, fax_id: str) -> None:
     if not _needs_submit(record):
         runtime.wake(record)  # submitted already: the next step is a poll
         return
-    if record.state == State.UNKNOWN and not record.work.get("operator_resubmit"):
+    lost = record.state == State.UNKNOWN or record.work.get("submit_lost")
+    if lost and not record.work.get("operator_resubmit"):
         return  # waits for an operator (faxes retry) to decide
     resubmit_at = float(record.work.get("resubmit_at", 0))
     if resubmit_at > time.time() + 1:
@@ -396,8 +412,9 @@ def _submitted(
         note=f"submitted to {account_name}" + (f" as job {job_id}" if job_id else ""),
         due_at=now + provider.poll_first * runtime.settings.retry_scale,
         work={"submitted_at": now, "submit_raw": raw, "polls": 0},
-        drop_work=("submit_started", "resubmit", "resubmit_at"),
+        drop_work=("submit_started", "resubmit", "resubmit_at", "pushed_status", "submit_lost"),
         provider_ids={"job_id": job_id},
+        forward_only=True,  # a redial or failover resubmits a fax that is already sending
     )
     if record is None:
         return
@@ -411,7 +428,7 @@ def _submitted(
         runtime.store.update(
             fax_id, lambda r: status_update(r, event.status, now, "status webhook")
         )
-        poll_fax(runtime, fax_id)
+        _poll(runtime, fax_id)  # the caller holds the lease: poll_fax would skip it
 
 
 def _resolve_lost_submit(
@@ -446,6 +463,10 @@ def _resolve_lost_submit(
         detail=f"{detail}; {provider.name} cannot confirm whether the fax was taken. "
         "Check at the provider, then retry or cancel the fax.",
         due_at=None,
+        work={"submit_lost": True},
+        # A lost redial or failover resubmit: the record is past ``unknown`` (e.g. sending);
+        # it keeps its state with the reason and waits for an operator all the same.
+        forward_only=True,
     )
 
 
@@ -581,6 +602,14 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
     )
 
 
+def _forget_job(runtime: Runtime, record: FaxRecord) -> None:
+    """A failed job is about to be replaced (redial, failover): its late status webhooks must
+    no longer reach the record, or they would fail the new job."""
+    job_id = record.provider_ids.get("job_id", "")
+    if job_id:
+        runtime.store.redis.delete(dedup_key(*job_dedup(route_account(record), job_id)))
+
+
 def _job_failed(runtime: Runtime, record: FaxRecord, status: JobStatus) -> None:
     settings = runtime.settings
     words = status.detail or status.raw_status
@@ -591,6 +620,7 @@ def _job_failed(runtime: Runtime, record: FaxRecord, status: JobStatus) -> None:
         and redials < settings.redial_count
     ):
         at = time.time() + settings.redial_delay * settings.retry_scale
+        _forget_job(runtime, record)
         _save(
             runtime,
             record.id,
@@ -608,6 +638,7 @@ def _job_failed(runtime: Runtime, record: FaxRecord, status: JobStatus) -> None:
         and fallback
         and not record.work.get("failed_over")
     ):
+        _forget_job(runtime, record)
         _save(
             runtime,
             record.id,
@@ -671,8 +702,9 @@ def retry_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
     def mutate(record: FaxRecord) -> None:
         if record.final:
             raise SendError(409, "final", f"the fax is already {record.state}")
-        if record.state == State.UNKNOWN:
+        if record.state == State.UNKNOWN or record.work.get("submit_lost"):
             record.work["operator_resubmit"] = True
+            record.work.pop("submit_lost", None)
             record.work.pop("submit_started", None)
         record.history.append(
             {"state": str(record.state), "at": iso(utcnow()), "note": "retry by operator"}
