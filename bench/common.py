@@ -45,16 +45,23 @@ def uvicorn_process(
     """``uvicorn --factory FACTORY`` on ``HOST:port``; returns once ``ready_path`` answers."""
     proc = ManagedProcess(
         name,
-        [sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port), *UVICORN_FLAGS],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--port",
+            str(port),
+            *UVICORN_FLAGS,
+        ],
         sink=sink,
         env=env,
         cwd=str(ROOT),
     ).start()
     url = f"http://{HOST}:{port}{ready_path}"
     try:
-        wait_until(
-            lambda: httpx.get(url, timeout=2).status_code in ready_status, 30, name, proc
-        )
+        wait_until(lambda: httpx.get(url, timeout=2).status_code in ready_status, 30, name, proc)
     except Exception:
         proc.stop()
         raise
@@ -78,14 +85,24 @@ def base_env() -> dict[str, str]:
     """The environment for child processes: no ``FAXRELAY_*`` leaking in from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAXRELAY_")}
     env["PYTHONPATH"] = str(ROOT)
-    # The embedded SeaweedFS accepts any key pair: a placeholder pair, never real credentials.
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        env.pop(name, None)
-    env["AWS_ACCESS_KEY_ID"] = env["AWS_SECRET_ACCESS_KEY"] = "faxrelay"
+    # No S3 credentials: faxrelay's s3_client then uses a placeholder pair, which the embedded
+    # SeaweedFS accepts; and SeaweedFS itself, given AWS_* keys, would refuse anonymous access.
+    for name in list(env):
+        if name.startswith("AWS_"):
+            del env[name]
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         env.pop(name, None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc; 0 when it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -15,6 +15,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 import uvloop
@@ -44,8 +45,7 @@ class Connection(asyncio.Protocol):
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.send()
 
     def send(self) -> None:
@@ -134,7 +134,7 @@ class LoadGen:
         for _ in range(connections):
             _, conn = await loop.create_connection(lambda: Connection(self), self.host, self.port)
             conns.append(conn)
-        await asyncio.gather(*(c.done for c in conns))
+        await asyncio.wait_for(asyncio.gather(*(c.done for c in conns)), duration + 30)
         return time.perf_counter() - started
 
 
