@@ -330,6 +330,8 @@ def run_faxrelay(
     finally:
         say("faxrelay: stopping its processes ...")
         system.stop()
+        if args.log is not None and system.log_path is not None:
+            shutil.copy(system.log_path, args.log.with_name(args.log.name + ".system"))
 
 
 def _drive_faxrelay(
@@ -788,7 +790,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=PRODUCTION_GRACE,
         help="FAXRELAY_WAKE_GRACE, real seconds (tests/system.py uses 3)",
     )
-    parser.add_argument("--log", type=Path, help="keep the child processes' output here")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        help="keep the child processes' output here (faxrelay's own in LOG.system)",
+    )
     return parser.parse_args(argv)
 
 

@@ -9,10 +9,13 @@ duplicated message never loses or duplicates a fax.
 from __future__ import annotations
 
 import logging
+import sys
+from typing import Any
 
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from .logging import TASK_ID, configure_logging
 from .settings import get_settings
 
 # Queues. Services on the same broker send ``faxrelay.send_fax`` to the default ``celery`` queue.
@@ -79,3 +82,32 @@ def _quiet_task_lines(**_: object) -> None:
     drown the log. Failures are still logged (at ERROR)."""
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _process_name() -> str:
+    return "beat" if "beat" in sys.argv[1:] else "worker"
+
+
+@signals.after_setup_logger.connect
+def _structured_logs(logger: logging.Logger, loglevel: int | None = None, **_: Any) -> None:
+    """Replace Celery's root handler with faxrelay's (JSON lines or text, context, redaction)."""
+    # The real stderr: Celery redirects sys.stderr to a logger, which would loop back here.
+    configure_logging(_process_name(), level=loglevel or logging.INFO, stream=sys.__stderr__)
+
+
+@signals.after_setup_task_logger.connect
+def _structured_task_logs(logger: logging.Logger, loglevel: int | None = None, **_: Any) -> None:
+    """``celery.task`` does not propagate: it gets the same handler."""
+    configure_logging(
+        _process_name(), level=loglevel or logging.INFO, stream=sys.__stderr__, loggers=[logger]
+    )
+
+
+@signals.task_prerun.connect
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    TASK_ID.set(task_id)
+
+
+@signals.task_postrun.connect
+def _task_finished(**_: Any) -> None:
+    TASK_ID.set(None)

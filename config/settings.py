@@ -171,7 +171,9 @@ class Settings(BaseSettings):
     s3_prefix: str = ""
     s3_region: str = "us-east-1"
     state_dir: Path = Path(".faxrelay")
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON unless stderr is a TTY
     api_tokens: tuple[SecretStr, ...] = ()
+    dashboard_secret: SecretStr | None = None  # signs dashboard sessions (default: from tokens)
     webhook_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     webhook_log_days: float = Field(default=14.0, gt=0)
     webhook_log_body_bytes: int = Field(default=64 * 1024, ge=0)

@@ -1,4 +1,4 @@
-"""The web app: provider webhooks, the send/status API, health.
+"""The web app: provider webhooks, the send/status API, health, metrics and the dashboard.
 
 ``create_app()`` reads settings once; run it with ``uvicorn --factory webhooks.app:create_app``.
 """
@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import redis.asyncio as aioredis
@@ -19,17 +21,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from worker import metrics
 from worker.archive import Archive
 from worker.runtime import get_runtime
 from worker.store import AsyncFaxStore
 
+from . import stats
 from .api import FaxApi
+from .dashboard import Dashboard
 from .intake import IntakeContext, WebhookRoutes
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
+    configure_logging("web")
     # A connection that died with a Redis restart is retried on a fresh one (every write here is
     # idempotent: records are deduplicated), so the first webhook after a restart is not a 503.
     client = aioredis.Redis.from_url(
@@ -45,6 +52,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     runtime = get_runtime()
     intake = WebhookRoutes(IntakeContext(settings, store, archive, runtime))
     api = FaxApi(settings, store, runtime)
+    inbound = _measured(intake.inbound, "inbound", settings)
+    status = _measured(intake.status, "status", settings)
+    dashboard = Dashboard(settings, store, archive, runtime, {"inbound": inbound, "status": status})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -67,6 +77,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             status_code=200 if ready else 503,
         )
 
+    async def metrics_view(request: Request) -> Response:
+        try:
+            snapshot = await stats.snapshot(client, settings)
+        except Exception:  # Redis down: the process's own metrics still answer
+            snapshot = metrics.Snapshot()
+        body = await anyio.to_thread.run_sync(metrics.render, snapshot)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -75,11 +93,55 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/webhooks/{account}/inbound", intake.inbound, methods=["POST"]),
-        Route("/webhooks/{account}/status", intake.status, methods=["POST"]),
+        Route("/metrics", metrics_view, methods=["GET"]),
+        Route("/webhooks/{account}/inbound", inbound, methods=["POST"]),
+        Route("/webhooks/{account}/status", status, methods=["POST"]),
         Route("/v1/faxes", api.create, methods=["POST"]),
         Route("/v1/faxes", api.list, methods=["GET"]),
         Route("/v1/faxes/{fax_id}", api.get, methods=["GET"]),
         Route("/v1/faxes/{fax_id}/cancel", api.cancel, methods=["POST"]),
+        *dashboard.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+# The intake's refusals, by HTTP status (the contract's order: 404 → 401 → 413 → 422 → 503).
+OUTCOMES = {401: "bad_token", 404: "unknown_account", 413: "too_large", 422: "unparseable"}
+
+
+def _measured(handler: Handler, route: str, settings: Settings) -> Handler:
+    """``handler`` with its answer counted by account and outcome, and its latency observed."""
+
+    async def measured(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await handler(request)
+        account = request.path_params.get("account", "")
+        if account not in settings.accounts:
+            account = "(unknown)"  # the path is the caller's: keep label values bounded
+        metrics.webhook(account, route, _outcome(response), time.perf_counter() - started)
+        return response
+
+    return measured
+
+
+def _outcome(response: Response) -> str:
+    status = response.status_code
+    if status >= 500:
+        return "storage_down"
+    if status >= 300:
+        return OUTCOMES.get(status, f"http_{status}")
+    if response.media_type == "application/json":
+        try:
+            data = json.loads(bytes(response.body))
+        except ValueError:
+            return "accepted"
+        if isinstance(data, dict):
+            if data.get("duplicate"):
+                return "duplicate"
+            if data.get("reconcile"):
+                return "reconcile"
+            if data.get("pending"):
+                return "pending"
+    return "accepted"

@@ -29,7 +29,7 @@ from worker.archive import Archive
 from worker.domain import FaxRecord
 from worker.inbound import inbound_dedup, new_inbound_record
 from worker.messages import task_message
-from worker.outbound import job_dedup, status_update
+from worker.outbound import job_dedup, next_poll_after_webhook, status_update
 from worker.providers import provider_class
 from worker.providers.base import InboundEvent, WebhookError
 from worker.runtime import Runtime
@@ -182,11 +182,8 @@ class WebhookRoutes:
             dedup=dedup_key(scope, key),
             queue=INTAKE_QUEUE,
             message=task_message("faxrelay.handle_inbound", INTAKE_QUEUE, [record.id]),
-            also=lambda pipe: rawlog.add_to_pipeline(pipe, entry, days),
+            log=rawlog.side_log(entry, days),
         )
-        if not created.created:
-            entry.outcome, entry.fax_id = "duplicate", created.record.id
-            await rawlog.write(self.ctx.store.redis, entry, days)
         return self._ack(
             ack,
             {
@@ -229,11 +226,13 @@ class WebhookRoutes:
         import json
 
         fax_id = json.loads(ref)["id"]
+        next_poll = next_poll_after_webhook(account.provider, self.ctx.settings.retry_scale)
         entry.fax_id = fax_id
         now = time.time()
         try:
             record, wake = await self.ctx.store.update(
-                fax_id, lambda r: status_update(r, event.status, now, "status webhook")
+                fax_id,
+                lambda r: status_update(r, event.status, now, "status webhook", next_poll),
             )
         except RecordNotFound:
             entry.outcome = "unknown_fax"

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 
 from config.settings import Settings
 
+from . import metrics
 from .domain import FaxRecord, iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
@@ -208,11 +209,19 @@ class Archive:
             "archived_at": iso(utcnow()),
         }
         self.put_json(self.key_for("inbound", record, "json"), sidecar)
+        metrics.archived("inbound", stored.uploaded, _since(record.created_at))
         return stored
 
     def quarantine(self, record: FaxRecord, stream: IO[bytes], content_type: str) -> Stored:
-        return self.put_file(
+        stored = self.put_file(
             self.key_for("quarantine", record),
             stream,
             content_type=content_type or "application/octet-stream",
         )
+        metrics.archived("quarantine", stored.uploaded, None)
+        return stored
+
+
+def _since(moment: str | None) -> float | None:
+    at = parse_iso(moment)
+    return (utcnow() - at).total_seconds() if at is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,7 +108,10 @@ def utcnow() -> datetime:
 
 
 def iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
+    if moment is None:
+        return None
+    # isoformat() is several times cheaper than strftime() on the webhook's hot path.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str | None) -> datetime | None:
@@ -183,7 +186,9 @@ class FaxRecord:
         return self.state in FINAL_STATES
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # A shallow copy (asdict() deep-copies every nested value, on every write of a record);
+        # callers serialise it at once and do not mutate it.
+        data = dict(self.__dict__)
         data["direction"] = str(self.direction)
         data["state"] = str(self.state)
         return data

@@ -26,6 +26,7 @@ import redis
 
 from config.settings import Settings
 
+from . import metrics
 from .domain import FaxRecord, iso, utcnow
 from .fetch import URLRefused, guarded_client
 from .retry import EVENT
@@ -120,6 +121,14 @@ def _secret_for(settings: Settings, entry: dict[str, Any]) -> str | None:
 
 def deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
     """Try one delivery; returns "delivered", "retry", "gave_up" or "gone"."""
+    outcome = _deliver(client, settings, delivery_id)
+    metrics.event_delivery(outcome)
+    if outcome == "retry":
+        metrics.retry("event", "delivery")
+    return outcome
+
+
+def _deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
     raw = client.get(DELIVERY_PREFIX + delivery_id)
     if raw is None:
         client.zrem(DELIVERIES_DUE, delivery_id)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO, Any
 
+from . import metrics
 from .domain import (
     Direction,
     FaxRecord,
@@ -36,7 +37,9 @@ from .domain import (
     utcnow,
 )
 from .fetch import URLRefused
+from .logctx import bind_fax, fax_context
 from .pdfcheck import check_pdf
+from .providers import provider_class
 from .providers.base import InboundFax, NotFoundError, ProviderError
 from .retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
 from .runtime import INBOUND_TASK, Runtime
@@ -52,7 +55,6 @@ def inbound_dedup(account: str, provider_fax_id: str) -> tuple[str, str]:
 def new_inbound_record(runtime: Runtime, account_name: str, fax: InboundFax) -> FaxRecord:
     """A ``received`` record for a fax the provider announced or listed."""
     account = runtime.settings.account(account_name)
-    from .providers import provider_class
 
     retention = provider_class(account.provider).inbound_retention_days
     received = fax.received_at or utcnow()
@@ -178,8 +180,10 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
         if at_risk:
             r.work["at_risk_sent"] = True
         r.due_at = due
+        r.work["not_before"] = due  # duplicate wake-ups before then are ignored
 
     updated, _ = runtime.store.update(record.id, mutate)
+    metrics.retry("download", kind)
     log.info(
         "fax %s: download attempt %d failed (%s); next in %.0f s",
         record.id,
@@ -189,6 +193,11 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
     )
     if at_risk:
         runtime.emit(updated, "fax.archive_at_risk")
+
+
+def _too_early(record: FaxRecord) -> bool:
+    """The record's next attempt is scheduled later than now (``work["not_before"]``)."""
+    return float(record.work.get("not_before", 0)) > time.time() + 0.5
 
 
 def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
@@ -201,15 +210,18 @@ def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
 
 
 def archive_fax(runtime: Runtime, fax_id: str) -> None:
-    with leased(runtime, fax_id) as mine:
+    with fax_context(fax_id), leased(runtime, fax_id) as mine:
         if mine:
             _archive(runtime, fax_id)
 
 
 def _archive(runtime: Runtime, fax_id: str) -> None:
     record = runtime.store.find(fax_id)
+    bind_fax(record)
     if record is None or record.final or record.direction != Direction.INBOUND:
         return
+    if _too_early(record):
+        return  # a duplicate wake-up (e.g. the sweeper while this one was queued)
     lease_due = time.time() + runtime.settings.lease_seconds
     record = _move(runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due) or record
     if record.final:

@@ -9,11 +9,12 @@ its wake-up are written in one atomic script call. A worker consumes these like 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import uuid
 from typing import Any
+
+import orjson
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -29,9 +30,9 @@ def task_message(
     """The JSON text the kombu Redis transport stores on a queue's list for one task."""
     task_id = task_id or str(uuid.uuid4())
     kwargs = kwargs or {}
-    body = json.dumps([list(args), kwargs, _EMBED], separators=(",", ":"))
+    body = orjson.dumps([list(args), kwargs, _EMBED])
     envelope = {
-        "body": base64.b64encode(body.encode()).decode(),
+        "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
@@ -62,7 +63,7 @@ def task_message(
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": task_id,  # unique per message, as kombu's own tags are
         },
     }
-    return json.dumps(envelope, separators=(",", ":"))
+    return orjson.dumps(envelope).decode()

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from . import metrics
 from .domain import (
     Direction,
     FaxRecord,
@@ -45,6 +46,7 @@ from .domain import (
 )
 from .fetch import URLRefused, guarded_client, host_of, normalise_hosts
 from .inbound import leased
+from .logctx import bind_fax, fax_context
 from .pdfcheck import check_pdf
 from .providers import provider_class
 from .providers.base import (
@@ -316,18 +318,18 @@ def _needs_submit(record: FaxRecord) -> bool:
 
 
 def submit_fax(runtime: Runtime, fax_id: str) -> None:
-    with leased(runtime, fax_id) as mine:
+    with fax_context(fax_id), leased(runtime, fax_id) as mine:
         if mine:
             _submit(runtime, fax_id)
 
 
 def _submit(runtime: Runtime, fax_id: str) -> None:
     record = runtime.store.find(fax_id)
+    bind_fax(record)
     if record is None or record.direction != Direction.OUTBOUND or record.final:
         return
-    if not _needs_submit(record):
-        runtime.wake(record)  # submitted already: the next step is a poll
-        return
+    if not _needs_submit(record) or _too_early(record):
+        return  # a duplicate wake-up: submitted already, or its retry is not due yet
     lost = record.state == State.UNKNOWN or record.work.get("submit_lost")
     if lost and not record.work.get("operator_resubmit"):
         return  # waits for an operator (faxes retry) to decide
@@ -382,6 +384,7 @@ def _document(runtime: Runtime, record: FaxRecord) -> Any:
 def _submit_failed(runtime: Runtime, fax_id: str, attempt: int, exc: ProviderError) -> None:
     retryable = exc.kind in SUBMIT.retry_on or exc.kind == ErrorKind.AUTH
     if retryable and (SUBMIT.max_attempts is None or attempt < SUBMIT.max_attempts):
+        metrics.retry("submit", str(exc.kind))
         delay = SUBMIT.backoff.delay(attempt) * runtime.settings.retry_scale
         _save(
             runtime,
@@ -389,6 +392,7 @@ def _submit_failed(runtime: Runtime, fax_id: str, attempt: int, exc: ProviderErr
             None,
             note=f"submit attempt {attempt} failed, retrying: {exc}",
             due_at=time.time() + delay,
+            work={"not_before": time.time() + delay},
             drop_work=("submit_started",),  # the provider refused it: nothing was taken
         )
         return
@@ -426,7 +430,14 @@ def _submitted(
         body = pending.encode() if isinstance(pending, str) else pending
         event = provider.parse_status_webhook({}, body)
         runtime.store.update(
-            fax_id, lambda r: status_update(r, event.status, now, "status webhook")
+            fax_id,
+            lambda r: status_update(
+                r,
+                event.status,
+                now,
+                "status webhook",
+                provider.poll_first * runtime.settings.retry_scale,
+            ),
         )
         _poll(runtime, fax_id)  # the caller holds the lease: poll_fax would skip it
 
@@ -495,39 +506,49 @@ def _status_json(status: JobStatus, now: float, source: str) -> dict[str, Any]:
     }
 
 
-def status_update(record: FaxRecord, status: JobStatus, now: float, source: str) -> bool:
+def status_update(
+    record: FaxRecord, status: JobStatus, now: float, source: str, next_poll: float
+) -> bool:
     """Apply a status a webhook pushed; returns True when the worker must act now.
 
-    Progress is applied at once and the next poll pushed out. A final status is left for the
-    worker (it emits the events and decides redial or failover), which is woken at once.
+    Progress is applied at once and the next poll pushed out by ``next_poll`` seconds. A final
+    status is left for the worker (it emits the events and decides redial or failover), which
+    is woken at once.
     """
     if record.final:
         return False
     if status.state.final:
         record.work["pushed_status"] = _status_json(status, now, source)
+        record.work.pop("not_before", None)
         record.due_at = now
         return True
     target = STATE_FOR_JOB[status.state]
     if can_move(record, target):
         transition(record, target, note=f"{source}: {status.raw_status}")
     record.work["last_status"] = _status_json(status, now, source)
-    record.due_at = now + _poll_delay(record, record.work.get("poll_first", 15.0))
+    record.due_at = record.work["not_before"] = now + next_poll
     return False
 
 
-def _poll_delay(record: FaxRecord, first: float, cap: float = 600.0) -> float:
-    polls = int(record.work.get("polls", 0))
-    return Backoff(first=first, cap=cap).delay(polls + 1)
+def next_poll_after_webhook(provider_name: str, retry_scale: float) -> float:
+    """How far a progress webhook pushes the next poll out: the provider's first poll delay."""
+    return provider_class(provider_name).poll_first * retry_scale
+
+
+def _too_early(record: FaxRecord) -> bool:
+    """The record's next step is scheduled later than now (``work["not_before"]``)."""
+    return float(record.work.get("not_before", 0)) > time.time() + 0.5
 
 
 def poll_fax(runtime: Runtime, fax_id: str) -> None:
-    with leased(runtime, fax_id) as mine:
+    with fax_context(fax_id), leased(runtime, fax_id) as mine:
         if mine:
             _poll(runtime, fax_id)
 
 
 def _poll(runtime: Runtime, fax_id: str) -> None:
     record = runtime.store.find(fax_id)
+    bind_fax(record)
     if record is None or record.final or record.direction != Direction.OUTBOUND:
         return
     if _needs_submit(record):
@@ -537,6 +558,8 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
     provider = runtime.provider(account_name)
     now = time.time()
     pushed = record.work.get("pushed_status")
+    if not pushed and _too_early(record):
+        return  # a duplicate wake-up before the scheduled poll
     if pushed:
         status = JobStatus(
             state=JobState(pushed["state"]),
@@ -598,7 +621,11 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
         target if can_move(record, target) else None,
         note=f"poll: {status.raw_status}" if status.raw_status else "",
         due_at=now + delay,
-        work={"last_status": _status_json(status, now, "poll"), "polls": polls},
+        work={
+            "last_status": _status_json(status, now, "poll"),
+            "polls": polls,
+            "not_before": now + delay,
+        },
     )
 
 
@@ -620,6 +647,7 @@ def _job_failed(runtime: Runtime, record: FaxRecord, status: JobStatus) -> None:
         and redials < settings.redial_count
     ):
         at = time.time() + settings.redial_delay * settings.retry_scale
+        metrics.retry("redial", str(status.cause))
         _forget_job(runtime, record)
         _save(
             runtime,
@@ -638,6 +666,7 @@ def _job_failed(runtime: Runtime, record: FaxRecord, status: JobStatus) -> None:
         and fallback
         and not record.work.get("failed_over")
     ):
+        metrics.retry("failover", str(status.cause))
         _forget_job(runtime, record)
         _save(
             runtime,
@@ -702,6 +731,7 @@ def retry_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
     def mutate(record: FaxRecord) -> None:
         if record.final:
             raise SendError(409, "final", f"the fax is already {record.state}")
+        record.work.pop("not_before", None)  # the operator says now, whatever the backoff said
         if record.state == State.UNKNOWN or record.work.get("submit_lost"):
             record.work["operator_resubmit"] = True
             record.work.pop("submit_lost", None)

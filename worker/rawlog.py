@@ -13,12 +13,15 @@ import base64
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import orjson
 import redis
 import redis.asyncio as aioredis
+
+from .store import SideLog
 
 LOG_PREFIX = "fr:wh:"
 LOG_INDEX = "fr:wh:ix"
@@ -92,8 +95,8 @@ class LogEntry:
     def body(self) -> bytes:
         return base64.b64decode(self.body_b64)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> LogEntry:
@@ -108,6 +111,13 @@ def add_to_pipeline(pipe: Any, entry: LogEntry, days: float) -> None:
     """Queue the entry's writes on a (sync or async) pipeline."""
     pipe.set(LOG_PREFIX + entry.id, entry.to_json(), ex=_ttl(days))
     pipe.zadd(LOG_INDEX, {entry.id: entry.at})
+
+
+def side_log(entry: LogEntry, days: float) -> SideLog:
+    """The entry as the store's create script writes it, in the same round trip."""
+    return SideLog(
+        LOG_PREFIX + entry.id, entry.to_json(), _ttl(days), LOG_INDEX, entry.at, entry.id
+    )
 
 
 async def write(client: aioredis.Redis, entry: LogEntry, days: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import rawlog
+from . import metrics, rawlog
 from .events import claim_due_deliveries
 from .runtime import EVENT_TASK, Runtime
 
@@ -37,6 +37,7 @@ def sweep(runtime: Runtime, limit: int = 500) -> SweepResult:
     rawlog.trim(runtime.store.redis, runtime.settings.webhook_log_days)
     for delivery_id in deliveries:
         runtime.send_task(EVENT_TASK[0], EVENT_TASK[1], [delivery_id])
+    metrics.sweep(woken, len(deliveries))
     if woken or deliveries:
         log.info("sweep woke %d records and %d event deliveries", woken, len(deliveries))
     return SweepResult(woken, len(deliveries))

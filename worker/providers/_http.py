@@ -4,11 +4,13 @@ answers into ProviderError with the provider's name, the operation and what came
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
 import httpx
 
+from .. import metrics
 from .base import (
     ErrorKind,
     OutcomeUnknownError,
@@ -35,15 +37,22 @@ def send(
     failure after it left (read timeout, dropped connection) is transient only for idempotent
     calls; for a submit it is OutcomeUnknownError: the provider may have taken the job.
     """
+    started = time.perf_counter()
     try:
-        return request()
+        response = request()
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        metrics.provider_call(provider, operation, "connect_error", time.perf_counter() - started)
         raise ProviderTransientError(provider, operation, f"could not connect: {exc}") from exc
     except httpx.TransportError as exc:
         message = f"no answer: {type(exc).__name__}: {exc}"
+        outcome = "transport_error" if idempotent else "outcome_unknown"
+        metrics.provider_call(provider, operation, outcome, time.perf_counter() - started)
         if idempotent:
             raise ProviderTransientError(provider, operation, message) from exc
         raise OutcomeUnknownError(provider, operation, message) from exc
+    seconds = time.perf_counter() - started
+    metrics.provider_call(provider, operation, metrics.http_outcome(response.status_code), seconds)
+    return response
 
 
 def snippet(response: httpx.Response) -> str:

@@ -276,11 +276,20 @@ def _key(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "").replace(" ", "")
 
 
-def _pick(fields: Mapping[str, Any], names: Iterable[str]) -> Any:
-    """The first non-empty value whose key matches one of ``names`` (in their order)."""
+def _keyed(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields by normalised key (the first of several spellings wins)."""
     by_key: dict[str, Any] = {}
     for name, value in fields.items():
         by_key.setdefault(_key(str(name)), value)
+    return by_key
+
+
+def _pick(fields: Mapping[str, Any], names: Iterable[str]) -> Any:
+    """The first non-empty value whose key matches one of ``names`` (in their order)."""
+    return _pick_keyed(_keyed(fields), names)
+
+
+def _pick_keyed(by_key: Mapping[str, Any], names: Iterable[str]) -> Any:
     for name in names:
         value = by_key.get(name)
         if isinstance(value, list):
@@ -415,8 +424,9 @@ def _body_fields(
     return fields, None
 
 
-def _download_url(fields: Mapping[str, Any]) -> str:
-    named = [v for n in DOWNLOAD_URL_NAMES for k, v in fields.items() if _key(k) == n]
+def _download_url(fields: Mapping[str, Any], keyed: Mapping[str, Any] | None = None) -> str:
+    keyed = _keyed(fields) if keyed is None else keyed
+    named = [keyed[n] for n in DOWNLOAD_URL_NAMES if n in keyed]
     for value in named:
         candidate = value[0] if isinstance(value, list) and value else value
         if _is_url(candidate):
@@ -699,26 +709,27 @@ class PrimeVoxProvider(Provider):
         """The inbound-fax webhook (urlencoded; JSON and multipart accepted too)."""
         fields, pdf = _body_fields(headers, body, prefer_json=False)
         flat = _flatten(fields)
-        url = _download_url(flat)
+        keyed = _keyed(flat)  # normalise the field names once; every lookup below uses it
+        url = _download_url(flat, keyed)
         if not url and pdf is None:
             raise WebhookError(
                 "inbound webhook has no download URL (fields: " + ", ".join(sorted(fields)) + ")"
             )
-        fax_id = _pick(flat, FAX_ID_NAMES)
+        fax_id = _pick_keyed(keyed, FAX_ID_NAMES)
         if fax_id is not None and _id_text(fax_id):
             provider_fax_id = _id_text(fax_id)
         elif url:
             provider_fax_id = _derived_id(url)
         else:
             provider_fax_id = "pdf-" + hashlib.sha256(pdf or b"").hexdigest()[:32]
-        from_number = _pick(flat, FROM_NAMES)
-        to_number = _pick(flat, TO_NAMES)
+        from_number = _pick_keyed(keyed, FROM_NAMES)
+        to_number = _pick_keyed(keyed, TO_NAMES)
         fax = InboundFax(
             provider_fax_id=provider_fax_id,
             from_number="" if from_number is None else str(from_number).strip(),
             to_number="" if to_number is None else str(to_number).strip(),
-            pages=_int(_pick(flat, PAGES_NAMES)),
-            received_at=_time(_pick(flat, TIME_NAMES)),
+            pages=_int(_pick_keyed(keyed, PAGES_NAMES)),
+            received_at=_time(_pick_keyed(keyed, TIME_NAMES)),
             download_url=url,
             raw=fields,
         )
