@@ -4,6 +4,7 @@
 Control API (JSON in, JSON out):
     GET  /_sandbox/requests?provider=&operation=   the request log
     POST /_sandbox/faults     {provider, operation, kind, count?, status?, body?, seconds?}
+    DELETE /_sandbox/faults   every pending fault cleared (the provider "recovers")
     POST /_sandbox/outcomes   {provider, outcomes: ["busy", "success", …]}  next jobs' endings
     POST /_sandbox/duration   {provider, seconds}  how long jobs take (sandbox clock)
     POST /_sandbox/clock      {speed?, advance?}
@@ -65,6 +66,10 @@ def create_app(sb: Sandbox | None = None) -> Starlette:
             seconds=float(data.get("seconds", 30.0)),
         )
         sb.add_fault(data["provider"], str(data.get("operation", "")), fault)
+        return JSONResponse({"ok": True})
+
+    async def clear_faults(request: Request) -> JSONResponse:
+        sb.faults.clear()
         return JSONResponse({"ok": True})
 
     async def outcomes(request: Request) -> JSONResponse:
@@ -159,6 +164,7 @@ def create_app(sb: Sandbox | None = None) -> Starlette:
     routes: list[Any] = [
         Route("/_sandbox/requests", requests),
         Route("/_sandbox/faults", faults, methods=["POST"]),
+        Route("/_sandbox/faults", clear_faults, methods=["DELETE"]),
         Route("/_sandbox/outcomes", outcomes, methods=["POST"]),
         Route("/_sandbox/duration", duration, methods=["POST"]),
         Route("/_sandbox/clock", clock, methods=["POST"]),

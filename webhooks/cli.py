@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -129,15 +130,13 @@ def up(
             )  # fmt: skip
             _wait_http(f"{sandbox_url}/_sandbox/jobs", 30, procs[-1])
             if not env.get("FAXRELAY_CONFIG"):
-                token_file = state_dir / "sandbox-webhook-token"
-                if not token_file.exists():
-                    import secrets
-
-                    token_file.write_text(secrets.token_urlsafe(24))
+                token = _state_secret(state_dir / "sandbox-webhook-token")
                 config = state_dir / "sandbox.toml"
-                config.write_text(_sandbox_config(sandbox_url, token_file.read_text().strip()))
-                env["FAXRELAY_CONFIG"] = str(config)
+                config.write_text(_sandbox_config(sandbox_url, token))
+                env["FAXRELAY_CONFIG"] = str(config.resolve())
             env.setdefault("FAXRELAY_CALLBACK_HOSTS", "127.0.0.1,localhost")
+            if not env.get("FAXRELAY_API_TOKENS"):  # so the dashboard and API can be tried at once
+                env["FAXRELAY_API_TOKENS"] = _state_secret(state_dir / "sandbox-api-token")
         _check_config(env)
         web_url = f"http://{host}:{port}"
         factories: dict[str, Callable[[], ManagedProcess]] = {
@@ -176,13 +175,16 @@ def up(
             "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID", "faxrelay"),
             "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY", "faxrelay"),
             "sandbox_url": sandbox_url,
-            "config": env.get("FAXRELAY_CONFIG", ""),
+            "config": str(Path(env["FAXRELAY_CONFIG"]).resolve())
+            if env.get("FAXRELAY_CONFIG")
+            else "",
         }
         endpoints_file.write_text(json.dumps(endpoints, indent=2))
         click.echo(f"faxrelay is up: web {web_url}  (ready: {web_url}/readyz)")
         click.echo(f"  redis {endpoints['redis_url']}  s3 {endpoints['s3_endpoint_url']}")
         if sandbox_url:
             click.echo(f"  sandbox {sandbox_url}  config {endpoints['config']}")
+            click.echo(f"  dashboard token: in {state_dir / 'sandbox-api-token'}")
         click.echo(f"  endpoints: {state_dir / 'endpoints.json'}   Ctrl-C stops everything.")
         while not stopping.wait(1.0):
             for proc in procs:
@@ -203,6 +205,14 @@ def up(
     _stop(procs)
     endpoints_file.unlink(missing_ok=True)
     click.echo("faxrelay stopped")
+
+
+def _state_secret(path: Path) -> str:
+    """A random token kept in the state directory (made on first use, readable by its owner)."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _stop(procs: list[ManagedProcess]) -> None:
@@ -279,6 +289,12 @@ def config_check() -> None:
 def _settings() -> Settings:
     """The settings, completed from ``{state dir}/endpoints.json`` of a running ``faxrelay up``
     where they name no Redis or S3; exit 2 when they are invalid."""
+    if not os.environ.get("FAXRELAY_CONFIG"):
+        # The configuration the running system was started with (e.g. the sandbox's).
+        state_dir = Path(os.environ.get("FAXRELAY_STATE_DIR", ".faxrelay"))
+        running_config = _endpoints(state_dir).get("config", "")
+        if running_config:
+            os.environ["FAXRELAY_CONFIG"] = running_config
     try:
         settings = load_settings()
     except ConfigError as exc:

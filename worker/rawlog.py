@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 import orjson
 import redis
@@ -39,8 +39,14 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def redact_query(query: str) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs])
+    """The query string with the values of secret parameters replaced (kept as sent otherwise)."""
+    parts = []
+    for part in query.split("&"):
+        key, sep, _ = part.partition("=")
+        parts.append(
+            f"{key}={REDACTED}" if sep and unquote_plus(key).lower() in SECRET_PARAMS else part
+        )
+    return "&".join(parts)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import httpx
@@ -13,6 +14,7 @@ from .base import Provider
 PROVIDER_NAMES = ("primevox", "ucx", "voipnow", "voipms", "callerip")
 
 
+@functools.cache
 def provider_class(name: str) -> type[Provider]:
     if name not in PROVIDER_NAMES:
         raise KeyError(f"unknown provider {name!r}")
