@@ -185,6 +185,11 @@ class FaxRecord:
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
+    def scheduled_later(self, now: float, slack: float = 0.5) -> bool:
+        """Its next step is scheduled after ``now`` (``work["not_before"]``): a wake-up that
+        arrives earlier is a duplicate (e.g. the sweeper's, while the first one was queued)."""
+        return float(self.work.get("not_before", 0)) > now + slack
+
     def to_json(self) -> dict[str, Any]:
         # A shallow copy (asdict() deep-copies every nested value, on every write of a record);
         # callers serialise it at once and do not mutate it.

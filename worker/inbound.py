@@ -195,11 +195,6 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
         runtime.emit(updated, "fax.archive_at_risk")
 
 
-def _too_early(record: FaxRecord) -> bool:
-    """The record's next attempt is scheduled later than now (``work["not_before"]``)."""
-    return float(record.work.get("not_before", 0)) > time.time() + 0.5
-
-
 def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
     staged = str(record.work.get("staged_key", ""))
     if staged:  # the webhook carried the PDF; it waits in S3 staging
@@ -220,7 +215,7 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
     bind_fax(record)
     if record is None or record.final or record.direction != Direction.INBOUND:
         return
-    if _too_early(record):
+    if record.scheduled_later(time.time()):
         return  # a duplicate wake-up (e.g. the sweeper while this one was queued)
     lease_due = time.time() + runtime.settings.lease_seconds
     record = _move(runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due) or record

@@ -328,7 +328,7 @@ def _submit(runtime: Runtime, fax_id: str) -> None:
     bind_fax(record)
     if record is None or record.direction != Direction.OUTBOUND or record.final:
         return
-    if not _needs_submit(record) or _too_early(record):
+    if not _needs_submit(record) or record.scheduled_later(time.time()):
         return  # a duplicate wake-up: submitted already, or its retry is not due yet
     lost = record.state == State.UNKNOWN or record.work.get("submit_lost")
     if lost and not record.work.get("operator_resubmit"):
@@ -535,11 +535,6 @@ def next_poll_after_webhook(provider_name: str, retry_scale: float) -> float:
     return provider_class(provider_name).poll_first * retry_scale
 
 
-def _too_early(record: FaxRecord) -> bool:
-    """The record's next step is scheduled later than now (``work["not_before"]``)."""
-    return float(record.work.get("not_before", 0)) > time.time() + 0.5
-
-
 def poll_fax(runtime: Runtime, fax_id: str) -> None:
     with fax_context(fax_id), leased(runtime, fax_id) as mine:
         if mine:
@@ -558,7 +553,7 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
     provider = runtime.provider(account_name)
     now = time.time()
     pushed = record.work.get("pushed_status")
-    if not pushed and _too_early(record):
+    if not pushed and record.scheduled_later(time.time()):
         return  # a duplicate wake-up before the scheduled poll
     if pushed:
         status = JobStatus(
