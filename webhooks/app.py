@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -125,28 +124,20 @@ def _measured(handler: Handler, route: str, settings: Settings) -> Handler:
         account = request.path_params.get("account", "")
         if account not in settings.accounts:
             account = "(unknown)"  # the path is the caller's: keep label values bounded
-        metrics.webhook(account, route, _outcome(response), time.perf_counter() - started)
+        metrics.webhook(account, route, _outcome(request, response), time.perf_counter() - started)
         return response
 
     return measured
 
 
-def _outcome(response: Response) -> str:
+def _outcome(request: Request, response: Response) -> str:
+    """What the intake made of the request (its raw-log outcome), else read from the status."""
+    entry = getattr(request.state, "webhook_entry", None)
+    if entry is not None and entry.outcome and entry.outcome != "refused":
+        return str(entry.outcome)
     status = response.status_code
     if status >= 500:
         return "storage_down"
     if status >= 300:
         return OUTCOMES.get(status, f"http_{status}")
-    if response.media_type == "application/json":
-        try:
-            data = json.loads(bytes(response.body))
-        except ValueError:
-            return "accepted"
-        if isinstance(data, dict):
-            if data.get("duplicate"):
-                return "duplicate"
-            if data.get("reconcile"):
-                return "reconcile"
-            if data.get("pending"):
-                return "pending"
     return "accepted"

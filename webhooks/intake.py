@@ -114,6 +114,7 @@ class WebhookRoutes:
             body=b"",
             body_cap=settings.webhook_log_body_bytes,
         )
+        request.state.webhook_entry = entry  # its outcome is what /metrics counts
         account = settings.accounts.get(name)
         if account is None:
             return await self._refuse(entry, _error(404, "unknown_account", f"no account {name!r}"))
@@ -189,6 +190,8 @@ class WebhookRoutes:
             message=task_message("faxrelay.handle_inbound", INTAKE_QUEUE, [record.id]),
             log=rawlog.side_log(entry, days),
         )
+        if not created.created:
+            entry.outcome = "duplicate"  # the script logged it so; this copy feeds the metrics
         return self._ack(
             ack,
             {
