@@ -250,6 +250,18 @@ def _upper(cursor: str | None) -> str:
     return f"({cursor}" if cursor else "+"
 
 
+def _save_args(record: FaxRecord, old_state: State) -> list[str | int | bytes]:
+    """The _SAVE script's arguments: compare-and-set against the version the change started from."""
+    return [
+        record.id,
+        record.version - 1,
+        _dumps(record),
+        str(old_state),
+        str(record.state),
+        _due_arg(record),
+    ]
+
+
 def _mutated(
     raw: bytes | str | None, fax_id: str, mutate: Callable[[FaxRecord], T]
 ) -> tuple[FaxRecord, State, T]:
@@ -325,16 +337,7 @@ class FaxStore:
         """
         for _ in range(MAX_CAS_ATTEMPTS):
             record, old_state, result = _mutated(self.redis.get(fax_key(fax_id)), fax_id, mutate)
-            saved = self._save(
-                args=[
-                    fax_id,
-                    record.version - 1,
-                    _dumps(record),
-                    str(old_state),
-                    str(record.state),
-                    _due_arg(record),
-                ]
-            )
+            saved = self._save(args=_save_args(record, old_state))
             if saved == 1:
                 return record, result
             if saved == -1:
@@ -516,16 +519,7 @@ class AsyncFaxStore:
         for _ in range(MAX_CAS_ATTEMPTS):
             raw = await self.redis.get(fax_key(fax_id))
             record, old_state, result = _mutated(raw, fax_id, mutate)
-            saved = await self._save(
-                args=[
-                    fax_id,
-                    record.version - 1,
-                    _dumps(record),
-                    str(old_state),
-                    str(record.state),
-                    _due_arg(record),
-                ]
-            )
+            saved = await self._save(args=_save_args(record, old_state))
             if saved == 1:
                 return record, result
             if saved == -1:
