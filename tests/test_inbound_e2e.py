@@ -19,6 +19,7 @@ import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from config.celery_app import INTAKE_QUEUE
+from sandbox import ucx as sb_ucx
 from tests.conftest import BUCKET
 from tests.system import SUBSCRIBER_SECRET, System, sandbox_fire, wait_for
 from worker.archive import s3_client
@@ -126,7 +127,19 @@ auth = "a"
 container_id = "1"
 box_id = "1"
 download_hosts = ["localhost"]
+
+[accounts.ucx-del]
+provider = "ucx"
+base_url = "SANDBOX/ucx"
+client_id = "UCXID"
+client_secret = "UCXSECRET"
+fax_id = "UCXFAX"
+reconcile_interval = 0
+delete_after_archive = true
 """.replace("SANDBOX", sandbox_server.url)
+        .replace("UCXID", sb_ucx.CLIENT_ID)
+        .replace("UCXSECRET", sb_ucx.CLIENT_SECRET)
+        .replace("UCXFAX", sb_ucx.FAX_ID)
     )
     s = System(
         tmp_path_factory.mktemp("inbound"),
@@ -464,3 +477,16 @@ def test_subscribers_get_signed_received_and_archived_events(
     headers, body = receiver.received[-1]
     with pytest.raises(WebhookVerificationError):
         verifier.verify(body + b" ", headers)
+
+
+def test_delete_after_archive_removes_the_providers_copy(system: System, sandbox: Any) -> None:
+    fax = new_inbound(sandbox, provider="ucx")
+    system.store().redis.lpush(
+        INTAKE_QUEUE, task_message("faxrelay.reconcile_account", INTAKE_QUEUE, ["ucx-del"])
+    )
+    record = wait_for(lambda: _archived_with(system, "ucx-del", fax["sha256"]), 30, "archive")
+    wait_for(lambda: fax["id"] not in sandbox.sb.inbound["ucx"], 30, "the provider's copy gone")
+    deletes = sandbox.requests("ucx", "recorddelete")
+    assert len(deletes) == 1
+    archived = s3_client(system.s3_endpoint).get_object(Bucket=BUCKET, Key=record.archive["key"])
+    assert hashlib.sha256(archived["Body"].read()).hexdigest() == fax["sha256"]
