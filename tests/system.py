@@ -121,6 +121,13 @@ class System:
     def start(self) -> System:
         self.log_path = self.tmp / "system.log"
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a part that did not come up must not leave the others running
+            raise
+
+    def _start(self) -> System:
         self.redis_port = free_port()
         self.web_port = free_port()
         self.start_redis()
@@ -234,7 +241,8 @@ class System:
             proc = self.procs.pop(name, None)
             if proc is not None:
                 proc.stop()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
     # --- helpers ---------------------------------------------------------------------------
     def store(self) -> FaxStore:
