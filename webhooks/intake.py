@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -208,7 +210,6 @@ class WebhookRoutes:
         pdf = event.pdf
 
         def upload() -> None:
-            import io
 
             self.ctx.archive.put_file(key, io.BytesIO(pdf))
 
@@ -231,7 +232,6 @@ class WebhookRoutes:
             pipe.set(f"fr:pending-status:{account.name}:{event.job_id}", body, ex=7 * 86400)
             await pipe.execute()
             return self._ack("", {"pending": True})
-        import json
 
         fax_id = json.loads(ref)["id"]
         next_poll = next_poll_after_webhook(account.provider, self.ctx.settings.retry_scale)

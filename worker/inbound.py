@@ -15,12 +15,9 @@ and the sweeper wakes the record again, so a killed worker costs a retry, never 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO, Any
 
@@ -28,12 +25,9 @@ from . import metrics
 from .domain import (
     Direction,
     FaxRecord,
-    IllegalTransition,
-    NoChange,
     State,
     iso,
     parse_iso,
-    transition,
     utcnow,
 )
 from .fetch import URLRefused
@@ -43,6 +37,7 @@ from .providers import provider_class
 from .providers.base import InboundFax, NotFoundError, ProviderError
 from .retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
 from .runtime import INBOUND_TASK, Runtime
+from .steps import leased, save_step
 from .store import dedup_key
 
 log = logging.getLogger(__name__)
@@ -88,47 +83,6 @@ def inbound_fax_of(record: FaxRecord) -> InboundFax:
     )
 
 
-@contextlib.contextmanager
-def leased(runtime: Runtime, fax_id: str) -> Iterator[bool]:
-    """Hold the record's lease while working on it; yields False if another worker has it."""
-    token = uuid.uuid4().hex
-    if not runtime.store.acquire_lease(fax_id, token, runtime.settings.lease_seconds):
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        runtime.store.release_lease(fax_id, token)
-
-
-def _move(
-    runtime: Runtime,
-    fax_id: str,
-    target: State,
-    *,
-    reason: str = "",
-    detail: str = "",
-    note: str = "",
-    due_at: float | None = None,
-    **changes: Any,
-) -> FaxRecord | None:
-    """Move a record forward and set its next due time; None when it cannot move any more."""
-
-    def mutate(record: FaxRecord) -> None:
-        with contextlib.suppress(NoChange):
-            transition(record, target, reason=reason, detail=detail, note=note)
-        for name, value in changes.items():
-            setattr(record, name, value)
-        record.due_at = None if record.final else due_at
-
-    try:
-        record, _ = runtime.store.update(fax_id, mutate)
-    except IllegalTransition as exc:
-        log.info("%s", exc)
-        return None
-    return record
-
-
 def handle_inbound(runtime: Runtime, fax_id: str) -> None:
     record = runtime.store.find(fax_id)
     if record is None or record.direction != Direction.INBOUND:
@@ -144,7 +98,7 @@ def handle_inbound(runtime: Runtime, fax_id: str) -> None:
 
 
 def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: Any) -> None:
-    record = _move(runtime, fax_id, State.FAILED, reason=reason, detail=detail, **changes)
+    record = save_step(runtime, fax_id, State.FAILED, reason=reason, detail=detail, fields=changes)
     if record is not None:
         log.warning("fax %s failed: %s (%s)", fax_id, reason, detail)
         runtime.emit(record, "fax.failed")
@@ -218,7 +172,9 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
     if record.scheduled_later(time.time()):
         return  # a duplicate wake-up (e.g. the sweeper while this one was queued)
     lease_due = time.time() + runtime.settings.lease_seconds
-    record = _move(runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due) or record
+    record = (
+        save_step(runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due) or record
+    )
     if record.final:
         return
     with tempfile.NamedTemporaryFile(prefix="faxrelay-") as spool:
@@ -251,14 +207,16 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
         if record.pages is not None and checked.pages != record.pages:
             note = f"archived; provider said {record.pages} pages, the PDF has {checked.pages}"
         stored = runtime.archive.archive_inbound(record, spool)
-    archived = _move(
+    archived = save_step(
         runtime,
         fax_id,
         State.ARCHIVED,
         note=note,
-        archive={"bucket": stored.bucket, "key": stored.key},
-        sha256=stored.sha256,
-        pages=checked.pages,
+        fields={
+            "archive": {"bucket": stored.bucket, "key": stored.key},
+            "sha256": stored.sha256,
+            "pages": checked.pages,
+        },
     )
     if archived is None:
         return

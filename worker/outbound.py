@@ -35,8 +35,6 @@ from . import metrics
 from .domain import (
     Direction,
     FaxRecord,
-    IllegalTransition,
-    NoChange,
     State,
     can_move,
     iso,
@@ -45,7 +43,6 @@ from .domain import (
     utcnow,
 )
 from .fetch import URLRefused, guarded_client, host_of, normalise_hosts
-from .inbound import leased
 from .logctx import bind_fax, fax_context
 from .pdfcheck import check_pdf
 from .providers import provider_class
@@ -61,6 +58,7 @@ from .providers.base import (
 )
 from .retry import SUBMIT, Backoff
 from .runtime import SUBMIT_TASK, Runtime
+from .steps import leased, save_step
 from .store import RecordNotFound, dedup_key
 
 log = logging.getLogger(__name__)
@@ -255,59 +253,8 @@ def route_account(record: FaxRecord) -> str:
     return str(record.work.get("route_account") or record.account)
 
 
-def _save(
-    runtime: Runtime,
-    fax_id: str,
-    target: State | None,
-    *,
-    reason: str = "",
-    detail: str = "",
-    note: str = "",
-    due_at: float | None = None,
-    work: dict[str, Any] | None = None,
-    drop_work: tuple[str, ...] = (),
-    attempts: dict[str, int] | None = None,
-    provider_ids: dict[str, str] | None = None,
-    forward_only: bool = False,
-) -> FaxRecord | None:
-    """Move the record (``target``) and update its bookkeeping in one write.
-
-    ``forward_only``: where the record is already past ``target`` (a redial or failover resubmits
-    a fax that is ``sending``), keep its state and save the rest instead of abandoning the write.
-    """
-
-    def mutate(record: FaxRecord) -> None:
-        move = target
-        if move is not None and forward_only and record.state != move:
-            move = move if can_move(record, move) else None
-        if move is not None:
-            with contextlib.suppress(NoChange):
-                transition(record, move, reason=reason, detail=detail, note=note)
-        else:
-            if reason:
-                record.reason, record.reason_detail = reason, detail
-            if note or reason:
-                record.history.append(
-                    {"state": str(record.state), "at": iso(utcnow()), "note": note or detail}
-                )
-        record.work.update(work or {})
-        for key in drop_work:
-            record.work.pop(key, None)
-        record.attempts.update(attempts or {})
-        record.provider_ids.update(provider_ids or {})
-        record.due_at = None if record.final else due_at
-        record.updated_at = iso(utcnow()) or record.updated_at
-
-    try:
-        record, _ = runtime.store.update(fax_id, mutate)
-    except IllegalTransition as exc:
-        log.info("%s", exc)
-        return None
-    return record
-
-
 def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str) -> None:
-    record = _save(runtime, fax_id, State.FAILED, reason=reason, detail=detail)
+    record = save_step(runtime, fax_id, State.FAILED, reason=reason, detail=detail)
     if record is not None and record.state == State.FAILED:
         log.warning("fax %s failed: %s (%s)", fax_id, reason, detail)
         runtime.emit(record, "fax.failed")
@@ -335,7 +282,7 @@ def _submit(runtime: Runtime, fax_id: str) -> None:
         return  # waits for an operator (faxes retry) to decide
     resubmit_at = float(record.work.get("resubmit_at", 0))
     if resubmit_at > time.time() + 1:
-        _save(runtime, fax_id, None, due_at=resubmit_at)
+        save_step(runtime, fax_id, None, due_at=resubmit_at)
         return
     account_name = route_account(record)
     provider = runtime.provider(account_name)
@@ -346,7 +293,7 @@ def _submit(runtime: Runtime, fax_id: str) -> None:
         return
     lease_due = time.time() + runtime.settings.lease_seconds
     attempt = record.attempts.get("submit", 0) + 1
-    _save(
+    save_step(
         runtime,
         fax_id,
         None,
@@ -386,7 +333,7 @@ def _submit_failed(runtime: Runtime, fax_id: str, attempt: int, exc: ProviderErr
     if retryable and (SUBMIT.max_attempts is None or attempt < SUBMIT.max_attempts):
         metrics.retry("submit", str(exc.kind))
         delay = SUBMIT.backoff.delay(attempt) * runtime.settings.retry_scale
-        _save(
+        save_step(
             runtime,
             fax_id,
             None,
@@ -409,7 +356,7 @@ def _submitted(
         scope, key = job_dedup(account_name, job_id)
         runtime.store.redis.set(dedup_key(scope, key), json.dumps({"id": fax_id}), ex=30 * 86400)
     tracked = provider.capabilities.track
-    record = _save(
+    record = save_step(
         runtime,
         fax_id,
         State.SUBMITTED if tracked else State.ACCEPTED,
@@ -455,7 +402,7 @@ def _resolve_lost_submit(
                 record.to_number, datetime.fromtimestamp(started - 60, UTC)
             )
         except ProviderError as exc:
-            _save(
+            save_step(
                 runtime,
                 record.id,
                 None,
@@ -466,7 +413,7 @@ def _resolve_lost_submit(
         if found is not None:
             _submitted(runtime, record.id, account_name, found.job_id, found.raw)
             return
-    _save(
+    save_step(
         runtime,
         record.id,
         State.UNKNOWN,
@@ -582,7 +529,7 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
         return
     if status.state.final:
         target = STATE_FOR_JOB[status.state]
-        done = _save(
+        done = save_step(
             runtime,
             fax_id,
             target,
@@ -610,7 +557,7 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
         * runtime.settings.retry_scale,
         max(1.0, deadline - now),
     )
-    _save(
+    save_step(
         runtime,
         fax_id,
         target if can_move(record, target) else None,
@@ -644,7 +591,7 @@ def _job_failed(runtime: Runtime, record: FaxRecord, status: JobStatus) -> None:
         at = time.time() + settings.redial_delay * settings.retry_scale
         metrics.retry("redial", str(status.cause))
         _forget_job(runtime, record)
-        _save(
+        save_step(
             runtime,
             record.id,
             None,
@@ -663,7 +610,7 @@ def _job_failed(runtime: Runtime, record: FaxRecord, status: JobStatus) -> None:
     ):
         metrics.retry("failover", str(status.cause))
         _forget_job(runtime, record)
-        _save(
+        save_step(
             runtime,
             record.id,
             None,
@@ -696,7 +643,7 @@ def cancel_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
     if record.final:
         raise SendError(409, "not_cancellable", f"the fax is already {record.state}")
     if record.state == State.QUEUED and not record.work.get("submit_started"):
-        done = _save(runtime, fax_id, State.CANCELLED, note="cancelled before submit")
+        done = save_step(runtime, fax_id, State.CANCELLED, note="cancelled before submit")
         if done is not None and done.state == State.CANCELLED:
             runtime.emit(done, "fax.cancelled")
             return done
@@ -713,7 +660,7 @@ def cancel_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
         provider.cancel(job_id)
     except ProviderError as exc:
         raise SendError(409, "not_cancellable", str(exc)) from exc
-    done = _save(runtime, fax_id, State.CANCELLED, note=f"cancelled at {provider.name}")
+    done = save_step(runtime, fax_id, State.CANCELLED, note=f"cancelled at {provider.name}")
     if done is None:
         raise SendError(409, "not_cancellable", "the fax reached a final state meanwhile")
     runtime.emit(done, "fax.cancelled")

@@ -246,6 +246,22 @@ def _matches(
     )
 
 
+def _fill(
+    items: builtins.list[FaxRecord],
+    raws: Any,
+    limit: int,
+    filters: tuple[str | None, str | None, str | None],
+) -> bool:
+    """Add the records that match the filters to ``items``; True once ``limit`` is reached."""
+    for raw in raws:
+        record = _loads(raw)
+        if record and _matches(record, *filters):
+            items.append(record)
+            if len(items) == limit:
+                return True
+    return False
+
+
 def _upper(cursor: str | None) -> str:
     return f"({cursor}" if cursor else "+"
 
@@ -355,6 +371,7 @@ class FaxStore:
     ) -> Page:
         """Newest first. ``cursor`` is the ``next_cursor`` of the previous page."""
         index = _index_for(direction, account, state)
+        filters = (direction, account, state)
         items: list[FaxRecord] = []
         upper = _upper(cursor)
         batch = max(limit * 2, 50)
@@ -362,12 +379,8 @@ class FaxStore:
             ids = [_text(i) for i in self.redis.zrevrangebylex(index, upper, "-", 0, batch)]
             if not ids:
                 return Page(items, None)
-            for raw in self.redis.mget([fax_key(i) for i in ids]):
-                record = _loads(raw)
-                if record and _matches(record, direction, account, state):
-                    items.append(record)
-                    if len(items) == limit:
-                        return Page(items, record.id)
+            if _fill(items, self.redis.mget([fax_key(i) for i in ids]), limit, filters):
+                return Page(items, items[-1].id)
             upper = f"({ids[-1]}"
         return Page(items, items[-1].id if items else None)
 
@@ -536,6 +549,7 @@ class AsyncFaxStore:
         cursor: str | None = None,
     ) -> Page:
         index = _index_for(direction, account, state)
+        filters = (direction, account, state)
         items: list[FaxRecord] = []
         upper = _upper(cursor)
         batch = max(limit * 2, 50)
@@ -543,13 +557,8 @@ class AsyncFaxStore:
             ids = [_text(i) for i in await self.redis.zrevrangebylex(index, upper, "-", 0, batch)]
             if not ids:
                 return Page(items, None)
-            raws = await self.redis.mget([fax_key(i) for i in ids])
-            for raw in raws:
-                record = _loads(raw)
-                if record and _matches(record, direction, account, state):
-                    items.append(record)
-                    if len(items) == limit:
-                        return Page(items, record.id)
+            if _fill(items, await self.redis.mget([fax_key(i) for i in ids]), limit, filters):
+                return Page(items, items[-1].id)
             upper = f"({ids[-1]}"
         return Page(items, items[-1].id if items else None)
 
