@@ -28,7 +28,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ class Dashboard:
         store: AsyncFaxStore,
         archive: Archive,
         runtime: Runtime,
-        webhook_handlers: dict[str, Handler],
+        webhook_handlers: Mapping[str, Handler],
     ) -> None:
         self.settings = settings
         self.store = store

@@ -111,7 +111,9 @@ def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     # isoformat() is several times cheaper than strftime() on the webhook's hot path.
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" → "Z"
 
 
 def parse_iso(text: str | None) -> datetime | None:

@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -111,11 +111,21 @@ def _safe(record: Callable[P, None]) -> Callable[P, None]:
 # --- recording -------------------------------------------------------------------------------------
 
 
+# The labelled children per (account, route, outcome): ``labels()`` validates and locks on every
+# call, and this runs on every webhook. Bounded: accounts are configured, outcomes a short list.
+_webhook_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
 @_safe
 def webhook(account: str, route: str, outcome: str, seconds: float) -> None:
     """One provider webhook request answered (``outcome``: accepted, duplicate, bad_token …)."""
-    WEBHOOKS.labels(account, route, outcome).inc()
-    INGEST_SECONDS.labels(route).observe(max(seconds, 0.0))
+    key = (account, route, outcome)
+    children = _webhook_children.get(key)
+    if children is None:
+        children = (WEBHOOKS.labels(*key), INGEST_SECONDS.labels(route))
+        _webhook_children[key] = children
+    children[0].inc()
+    children[1].observe(max(seconds, 0.0))
 
 
 @_safe

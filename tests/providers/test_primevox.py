@@ -1052,3 +1052,20 @@ def test_download_read_timeout_is_transient() -> None:
     with pytest.raises(ProviderTransientError):
         provider.download(fax, io.BytesIO(), max_bytes=100)
     assert str(seen[0].url) == fax.download_url
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://h/x", "HTTPS://h", " https://h.example/f.pdf?x=1 ", "http:///x", "http://",
+        "http:/h", "ftp://h/x", "https://?q", "https://#f", "https://@", "h://x", "", "http",
+        "mailto:x@y", "//h/x", "https//h",
+    ],
+)  # fmt: skip
+def test_is_url_agrees_with_urlsplit(value: str) -> None:
+    from urllib.parse import urlsplit
+
+    from worker.providers.primevox import _is_url
+
+    parts = urlsplit(value.strip())
+    assert _is_url(value) == (parts.scheme.lower() in ("http", "https") and bool(parts.netloc))

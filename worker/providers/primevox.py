@@ -40,6 +40,7 @@ Assumptions beyond the docs (kept tolerant, every raw field is kept on the recor
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -54,6 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from ..forms import parse_form
 from ._http import http_error, json_object, send, snippet, stream_to
 from .base import (
     BadDestinationError,
@@ -272,6 +274,7 @@ def error_kind(message: str) -> ErrorKind | None:
 
 
 # --- tolerant field lookup ----------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)  # a handful of names, seen on every webhook
 def _key(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "").replace(" ", "")
 
@@ -313,8 +316,11 @@ def _error_text(data: Any) -> str | None:
 
 def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level fields, then those of nested objects (``{"data": {...}}``) not already present."""
+    nested = [value for value in fields.values() if isinstance(value, dict)]
+    if not nested:
+        return dict(fields)
     flat: dict[str, Any] = dict(fields)
-    for value in fields.values():
+    for value in nested:
         if isinstance(value, dict):
             for name, inner in value.items():
                 flat.setdefault(str(name), inner)
@@ -322,10 +328,11 @@ def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _is_url(value: Any) -> bool:
+    """An http(s) URL with a host (what ``urlsplit`` would say, without parsing the rest)."""
     if not isinstance(value, str):
         return False
-    parts = urlsplit(value.strip())
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+    scheme, sep, rest = value.strip().partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and rest[:1] not in ("", "/", "?", "#")
 
 
 def _int(value: Any) -> int | None:
@@ -338,11 +345,14 @@ def _int(value: Any) -> int | None:
     return None
 
 
+EPOCH = re.compile(r"\d{9,13}(\.\d+)?")  # seconds or milliseconds since 1970
+
+
 def _time(value: Any) -> datetime | None:
     if value is None:
         return None
     text = str(value).strip()
-    if re.fullmatch(r"\d{9,13}(\.\d+)?", text):
+    if EPOCH.fullmatch(text):
         seconds = float(text)
         if seconds > 1e11:  # milliseconds
             seconds /= 1000
@@ -366,7 +376,7 @@ def _form_fields(body: bytes) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         text = body.decode("latin-1")
-    parsed = parse_qs(text, keep_blank_values=True)
+    parsed = parse_form(text)
     return {name: values[0] if len(values) == 1 else values for name, values in parsed.items()}
 
 
