@@ -9,11 +9,12 @@ or out-of-order event can never move a record backwards.
 from __future__ import annotations
 
 import enum
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from . import ids
 
 
 class Direction(enum.StrEnum):
@@ -125,7 +126,7 @@ def parse_iso(text: str | None) -> datetime | None:
 def new_fax_id(now: float | None = None) -> str:
     """Sortable by creation time, unguessable: 'fx_' + 10 hex of ms time + 12 random hex."""
     ms = int((now if now is not None else time.time()) * 1000)
-    return f"fx_{ms:011x}{secrets.token_hex(6)}"
+    return f"fx_{ms:011x}{ids.random_hex(6)}"
 
 
 @dataclass

@@ -11,13 +11,37 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import uuid
 from typing import Any
 
 import orjson
 
+from . import ids
+
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+# The fields that are the same in every message (copied, then the message's own added).
+_HEADERS: dict[str, Any] = {
+    "lang": "py",
+    "shadow": None,
+    "eta": None,
+    "expires": None,
+    "group": None,
+    "group_index": None,
+    "retries": 0,
+    "timelimit": [None, None],
+    "parent_id": None,
+    "origin": _ORIGIN,
+    "ignore_result": True,
+    "replaced_task_nesting": 0,
+    "stamped_headers": None,
+    "stamps": {},
+}
+_PROPERTIES: dict[str, Any] = {
+    "reply_to": "",
+    "delivery_mode": 2,
+    "priority": 0,
+    "body_encoding": "base64",
+}
 
 
 def task_message(
@@ -28,7 +52,7 @@ def task_message(
     task_id: str | None = None,
 ) -> str:
     """The JSON text the kombu Redis transport stores on a queue's list for one task."""
-    task_id = task_id or str(uuid.uuid4())
+    task_id = task_id or ids.uuid4()
     kwargs = kwargs or {}
     body = orjson.dumps([list(args), kwargs, _EMBED])
     envelope = {
@@ -36,33 +60,17 @@ def task_message(
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
-            "lang": "py",
+            **_HEADERS,
             "task": task,
             "id": task_id,
-            "shadow": None,
-            "eta": None,
-            "expires": None,
-            "group": None,
-            "group_index": None,
-            "retries": 0,
-            "timelimit": [None, None],
             "root_id": task_id,
-            "parent_id": None,
             "argsrepr": repr(list(args)),
             "kwargsrepr": repr(kwargs),
-            "origin": _ORIGIN,
-            "ignore_result": True,
-            "replaced_task_nesting": 0,
-            "stamped_headers": None,
-            "stamps": {},
         },
         "properties": {
+            **_PROPERTIES,
             "correlation_id": task_id,
-            "reply_to": "",
-            "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
-            "body_encoding": "base64",
             "delivery_tag": task_id,  # unique per message, as kombu's own tags are
         },
     }

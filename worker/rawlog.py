@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from . import ids
 from .store import SideLog
 
 LOG_PREFIX = "fr:wh:"
@@ -31,7 +31,7 @@ SECRET_PARAMS = frozenset({"token", "auth", "api_password", "password", "secret"
 
 
 def new_log_id(now: float) -> str:
-    return f"wh_{int(now * 1000):011x}{secrets.token_hex(4)}"
+    return f"wh_{int(now * 1000):011x}{ids.random_hex(4)}"
 
 
 def redact_headers(headers: dict[str, str]) -> dict[str, str]:
