@@ -37,9 +37,30 @@ from prometheus_client import (  # noqa: E402 - after the directory exists
     Histogram,
     generate_latest,
 )
+from prometheus_client import values as prometheus_values  # noqa: E402
 from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
 from prometheus_client.registry import REGISTRY, Collector  # noqa: E402
+from prometheus_client.values import MultiProcessValue  # noqa: E402
+
+# In multiprocess mode every recorded value first asks for the process id, to notice a fork; that
+# is a system call per value, three per webhook. The id is kept here instead, and renewed in a
+# forked child (Celery's prefork workers) before anything there records a value.
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _process_id() -> int:
+    return _pid
+
+
+os.register_at_fork(after_in_child=_renew_pid)
+if os.environ.get(MULTIPROC_ENV):
+    prometheus_values.ValueClass = MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
