@@ -30,7 +30,7 @@ from worker.store import AsyncFaxStore
 from . import stats
 from .api import FaxApi
 from .dashboard import Dashboard
-from .intake import IntakeContext, WebhookRoutes
+from .intake import IntakeContext, WebhookEndpoint, WebhookRoutes
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -94,8 +94,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         # The webhooks first: the router tries routes in order, and they take the most traffic.
-        Route("/webhooks/{account}/inbound", intake.inbound, methods=["POST"]),
-        Route("/webhooks/{account}/status", intake.status, methods=["POST"]),
+        Route("/webhooks/{account}/inbound", WebhookEndpoint(intake, "inbound"), methods=["POST"]),
+        Route("/webhooks/{account}/status", WebhookEndpoint(intake, "status"), methods=["POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_view, methods=["GET"]),
