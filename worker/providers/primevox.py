@@ -316,11 +316,8 @@ def _error_text(data: Any) -> str | None:
 
 def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level fields, then those of nested objects (``{"data": {...}}``) not already present."""
-    nested = [value for value in fields.values() if isinstance(value, dict)]
-    if not nested:
-        return dict(fields)
     flat: dict[str, Any] = dict(fields)
-    for value in nested:
+    for value in fields.values():
         if isinstance(value, dict):
             for name, inner in value.items():
                 flat.setdefault(str(name), inner)
