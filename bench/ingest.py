@@ -154,6 +154,7 @@ class RunResult:
     p99_ms: float
     max_ms: float
     cpu_us: float = 0.0  # server CPU (web process, plus Redis for ours) per request
+    web_cpu_us: float = 0.0  # the web process alone
 
     @property
     def rps(self) -> float:
@@ -273,7 +274,8 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 )
             )
             # Server CPU per request: ours counts its web process and Redis, bare its process.
-            pids = {"ours": [procs[0].pid, procs[1].pid], "bare": [procs[2].pid]}
+            # The web process comes first in each list.
+            pids = {"ours": [procs[1].pid, procs[0].pid], "bare": [procs[2].pid]}
             path = f"/webhooks/{ACCOUNT}/inbound?token={TOKEN}"
             urls = {
                 "ours": f"http://{HOST}:{ours_port}{path}",
@@ -305,15 +307,17 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 for n, target in enumerate(("ours", "bare")):
                     time.sleep(0.5)
                     ids_out = ids_dir / f"r{r}-{target}" if target == "ours" else None
-                    cpu_before = sum(cpu_seconds(p) for p in pids[target])
+                    cpu_before = [cpu_seconds(p) for p in pids[target]]
                     result = loader.run(target, urls[target], args.seconds, f"{2 + r}{n}", ids_out)
-                    cpu = sum(cpu_seconds(p) for p in pids[target]) - cpu_before
-                    result.cpu_us = cpu / max(1, result.requests) * 1e6
+                    cpu = [cpu_seconds(p) - b for p, b in zip(pids[target], cpu_before, strict=True)]
+                    result.cpu_us = sum(cpu) / max(1, result.requests) * 1e6
+                    result.web_cpu_us = cpu[0] / max(1, result.requests) * 1e6
                     results.append(result)
                     print(
                         f"  round {r + 1} {target:4}: {result.rps:8.0f} req/s  "
                         f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                        f"max {result.max_ms:7.2f} ms  cpu {result.cpu_us:5.0f} us/req  "
+                        f"max {result.max_ms:7.2f} ms  cpu {result.cpu_us:5.0f} us/req "
+                        f"(web {result.web_cpu_us:3.0f})  "
                         f"({result.requests} requests, "
                         f"{result.ok} x 200, {result.errors} errors)",
                         file=out,
@@ -341,7 +345,8 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
         print(
             f"{label} : {rps:8.0f} req/s (median of {len(runs)})  p99 {p99:.2f} ms "
             f"(median of rounds; worst {max(x.p99_ms for x in runs):.2f} ms)  "
-            f"server CPU {median([x.cpu_us for x in runs]):.0f} us/request",
+            f"server CPU {median([x.cpu_us for x in runs]):.0f} us/request "
+            f"(web process {median([x.web_cpu_us for x in runs]):.0f})",
             file=out,
         )
     ok_ratio = ratio >= TARGET_RATIO and ours_p99 <= TARGET_P99_MS

@@ -248,6 +248,11 @@ def test_bad_token_oversized_and_garbage_are_refused_and_logged(system: System) 
     assert garbage.status_code == 422
     assert "error" in garbage.json()
     assert httpx.post(system.webhook_url("nobody"), content=b"a=b").status_code == 404
+    # Other methods and near-miss paths still get the router's answers.
+    assert httpx.get(url).status_code == 405
+    assert (
+        httpx.post(f"{system.web_url}/webhooks/pv/inbound/extra", content=b"a=b").status_code == 404
+    )
 
     from worker.rawlog import list_entries
 

@@ -18,8 +18,10 @@ SCRIPT = textwrap.dedent(
     if pid == 0:
         metrics.webhook("acct", "inbound", "accepted", 0.01)
         metrics.webhook("acct", "inbound", "accepted", 0.01)
+        metrics.flush_webhooks()
         os._exit(0)
     os.waitpid(pid, 0)
+    metrics.flush_webhooks()
     print(os.getpid(), pid)
     """
 )
@@ -40,3 +42,32 @@ def test_a_forked_child_records_in_its_own_file_and_scrape_sums_both(tmp_path: P
     ).stdout  # fmt: skip
     line = next(x for x in scrape.splitlines() if x.startswith("faxrelay_webhooks_total{"))
     assert float(line.rsplit(" ", 1)[1]) == 3.0
+
+
+def _scrape_value(scrape: str, prefix: str) -> float:
+    line = next(x for x in scrape.splitlines() if x.startswith(prefix))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_webhook_latencies_land_in_the_buckets_observe_would_pick() -> None:
+    from worker import metrics
+
+    def scrape() -> str:
+        return metrics.render(metrics.Snapshot()).decode()
+
+    bucket = 'faxrelay_webhook_ingest_seconds_bucket{le="%s",route="bucket-test"}'
+    labels = ("0.005", "0.01", "0.25", "5.0", "+Inf")
+    # A bound counts as inside its bucket (le = "less or equal"), as in Histogram.observe.
+    latencies = [0.001, 0.004, 0.005, 0.0051, 0.2, 3.0, 20.0, -1.0]
+    for seconds in latencies:
+        metrics.webhook("acct", "bucket-test", "accepted", seconds)
+    assert "bucket-test" not in scrape()  # counted in process until the flush
+    metrics.flush_webhooks()
+    after = scrape()
+    got = [_scrape_value(after, bucket % le) for le in labels]
+    assert got == [4.0, 5.0, 6.0, 7.0, 8.0]  # cumulative; the negative one counts as 0
+    assert _scrape_value(after, 'faxrelay_webhook_ingest_seconds_sum{route="bucket-test"}') == (
+        sum(s for s in latencies if s > 0)
+    )
+    counted = 'faxrelay_webhooks_total{account="acct",outcome="accepted",route="bucket-test"}'
+    assert _scrape_value(after, counted) == len(latencies)

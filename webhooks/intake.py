@@ -107,9 +107,9 @@ REFUSALS = {404: "unknown_account", 401: "bad_token", 413: "too_large", 422: "un
 class WebhookEndpoint:
     """One webhook route as a plain ASGI app.
 
-    Starlette routes to it (path parameters and the method check included) without building a
-    Request, a per-request exception-handling wrapper and its send closure: on the busiest route
-    those cost as much as recording the webhook's log entry.
+    ``FaxrelayApp`` calls it directly for ``POST /webhooks/{account}/{route}`` (with the path
+    parameters Starlette's router would give), so it answers its own failures with a 500. No
+    Request is built: on the busiest route that costs as much as the webhook's log entry.
     """
 
     def __init__(self, routes: WebhookRoutes, route: str) -> None:
@@ -117,7 +117,12 @@ class WebhookEndpoint:
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.routes.answer(scope, receive, self.route)
+        try:
+            response = await self.routes.answer(scope, receive, self.route)
+        except Exception:
+            # Called ahead of Starlette's error middleware (see FaxrelayApp): answer as it would.
+            log.exception("webhook %s %s failed", scope["method"], scope["path"])
+            response = _error(500, "internal_error", "internal error; retry later")
         await response(scope, receive, send)
 
 
@@ -188,6 +193,12 @@ class WebhookRoutes:
                 entry,
                 _error(413, "too_large", f"body over {settings.webhook_max_bytes} bytes"),
             )
+        except ClientDisconnect:  # gone before the body was in: logged, answered to nobody
+            response = await self._refuse(
+                entry, _error(499, "client_disconnected", "the client left mid-body")
+            )
+            entry.outcome = "disconnected"
+            return response
         entry.body_b64 = base64.b64encode(body[: settings.webhook_log_body_bytes]).decode()
         entry.body_size = len(body)
         entry.truncated = len(body) > settings.webhook_log_body_bytes

@@ -15,13 +15,14 @@ Recording never raises: a metrics problem must not fail a webhook or a fax.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import ParamSpec
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -132,21 +133,55 @@ def _safe(record: Callable[P, None]) -> Callable[P, None]:
 # --- recording -------------------------------------------------------------------------------------
 
 
-# The labelled children per (account, route, outcome): ``labels()`` validates and locks on every
-# call, and this runs on every webhook. Bounded: accounts are configured, outcomes a short list.
-_webhook_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+# Webhooks are the one event counted per request on a busy path: three writes to the shared
+# metric files per webhook (count, latency bucket, latency sum) cost as much as its log entry. They
+# are added up here instead, and written by ``flush_webhooks`` (the web app calls it every second
+# and before each scrape). Only the event loop's thread touches these.
+_webhook_counts: dict[tuple[str, str, str], int] = {}
+_webhook_latency: dict[str, list[float]] = {}  # route → count per INGEST_SECONDS bucket, then sum
+_INGEST_BOUNDS = (*FAST, float("inf"))  # the histogram's buckets, +Inf included
+FLUSH_SECONDS = 1.0
+
+
+def _forget_pending() -> None:
+    # A forked child would otherwise write its parent's pending counts a second time.
+    _webhook_counts.clear()
+    _webhook_latency.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pending)
+
+
+def webhook(account: str, route: str, outcome: str, seconds: float) -> None:
+    """One provider webhook request answered (``outcome``: accepted, duplicate, bad_token …).
+
+    Counted in this process until the next ``flush_webhooks``."""
+    key = (account, route, outcome)
+    _webhook_counts[key] = _webhook_counts.get(key, 0) + 1
+    tally = _webhook_latency.get(route)
+    if tally is None:
+        tally = _webhook_latency[route] = [0.0] * (len(_INGEST_BOUNDS) + 1)
+    seconds = max(seconds, 0.0)
+    tally[bisect.bisect_left(_INGEST_BOUNDS, seconds)] += 1  # the bucket observe() would pick
+    tally[-1] += seconds
 
 
 @_safe
-def webhook(account: str, route: str, outcome: str, seconds: float) -> None:
-    """One provider webhook request answered (``outcome``: accepted, duplicate, bad_token …)."""
-    key = (account, route, outcome)
-    children = _webhook_children.get(key)
-    if children is None:
-        children = (WEBHOOKS.labels(*key), INGEST_SECONDS.labels(route))
-        _webhook_children[key] = children
-    children[0].inc()
-    children[1].observe(max(seconds, 0.0))
+def flush_webhooks() -> None:
+    """Write the webhooks counted since the last flush to the metrics."""
+    global _webhook_counts, _webhook_latency
+    counts, _webhook_counts = _webhook_counts, {}
+    latency, _webhook_latency = _webhook_latency, {}
+    for key, count in counts.items():
+        WEBHOOKS.labels(*key).inc(count)
+    for route, tally in latency.items():
+        # observe() adds 1 to one bucket and the value to the sum; this adds a whole tally.
+        # (prometheus_client keeps the buckets' values in ``_buckets``, the sum in ``_sum``.)
+        child = INGEST_SECONDS.labels(route)
+        for bucket, observed in zip(child._buckets, tally[:-1], strict=True):
+            if observed:
+                bucket.inc(observed)
+        child._sum.inc(tally[-1])
 
 
 @_safe

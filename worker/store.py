@@ -19,27 +19,21 @@ its change, so no transition is ever lost.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import hiredis
 import orjson
 import redis
 import redis.asyncio as aioredis
-from hiredis import pack_command
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .domain import FaxRecord, State
+from .groupcommit import GroupCommit
 
 T = TypeVar("T")
 PREFIX = "fr:"
@@ -407,136 +401,12 @@ class FaxStore:
         return bool(self.redis.ping())
 
 
-class _GroupCommit:
-    """Runs one Lua script for many concurrent callers in as few round trips as possible.
-
-    The first caller schedules a flush; every call that arrives before it runs, or while a
-    pipeline is in flight, joins the next one. Nobody waits for a batch to fill, so a lone
-    request costs one round trip, and under load the per-command costs (redis-py's Python, the
-    server's syscalls and AOF writes) are shared by the whole batch. Each caller still gets its
-    own script's answer (or error) only after Redis has executed it.
-    """
-
-    def __init__(self, client: aioredis.Redis, script: str) -> None:
-        self.client = client
-        self.script = script
-        self.sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
-        self.pending: list[tuple[list[str | int | bytes], asyncio.Future[Any]]] = []
-        self.flushing = False
-        # One connection of the client's pool, kept between batches (only one batch is ever in
-        # flight): taking it from the pool for every batch costs more than the batch's own I/O.
-        self.connection: Any = None
-        self.flush_task: asyncio.Task[None] | None = None
-
-    async def call(self, args: list[str | int | bytes]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self.pending.append((args, future))
-        if not self.flushing:
-            self.flushing = True
-            self.flush_task = loop.create_task(self._flush())  # referenced: the loop's is weak
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                try:
-                    results = await self._run([args for args, _ in batch])
-                except Exception as exc:  # the connection failed: every caller hears of it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self.flushing = False
-
-    async def _run(self, batch: list[list[str | int | bytes]]) -> list[Any]:
-        results = await self._pipeline(batch)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:  # Redis restarted (or was flushed) and forgot the script
-            await self.client.script_load(self.script)
-            again = await self._pipeline([batch[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _pipeline(self, batch: list[list[str | int | bytes]]) -> list[Any]:
-        try:
-            return await self._send(batch)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            # A connection that died with a Redis restart: once more on a fresh one (the script
-            # is idempotent: dedup keys make a repeated create find its own record).
-            return await self._send(batch)
-
-    async def _send(self, batch: list[list[str | int | bytes]]) -> list[Any]:
-        """The batch as one write of packed commands, then its answers in order.
-
-        Packing with hiredis and parsing the answers with one hiredis reader per batch skips
-        redis-py's per-command machinery (a timeout and a parser call per answer), which costs
-        more Python per webhook than the script costs Redis.
-        """
-        if self.connection is None:
-            self.connection = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        connection = self.connection
-        try:
-            packed = b"".join(pack_command(("EVALSHA", self.sha, 0, *args)) for args in batch)  # type: ignore[arg-type]
-            await connection.send_packed_command(packed, check_health=False)
-            return await _read_answers(connection, len(batch))
-        except BaseException:
-            # Broken, or its answers half read: never reuse it (the next batch takes a new one).
-            self.connection = None
-            await connection.disconnect()
-            await self.client.connection_pool.release(connection)
-            raise
-
-
-async def _read_answers(connection: Any, count: int) -> list[Any]:
-    """``count`` answers from a connection that has just sent ``count`` commands.
-
-    Reads the socket directly when redis-py exposes it (the connection is ours alone until it is
-    released), else answer by answer through redis-py. Error answers come back as exceptions.
-    """
-    stream: asyncio.StreamReader | None = getattr(connection, "_reader", None)
-    if stream is None:  # pragma: no cover - a redis-py without the stream attribute
-        answers: list[Any] = []
-        for _ in range(count):
-            try:
-                answers.append(await connection.read_response())
-            except ResponseError as exc:
-                answers.append(exc)
-        return answers
-    reader = hiredis.Reader()
-    raw: list[Any] = []
-    async with asyncio.timeout(connection.socket_timeout):
-        while len(raw) < count:
-            data = await stream.read(65536)
-            if not data:
-                raise RedisConnectionError("Connection closed by server.")
-            reader.feed(data)
-            while (answer := reader.gets()) is not False:
-                raw.append(answer)
-    return [_answer_error(a) if isinstance(a, hiredis.ReplyError) else a for a in raw]
-
-
-def _answer_error(error: hiredis.ReplyError) -> ResponseError:
-    message = str(error)
-    return NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
-
-
 class AsyncFaxStore:
     """Non-blocking store, for the web app's event loop."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._create = _GroupCommit(client, _CREATE)
+        self._create = GroupCommit(client, _CREATE)
         self._save = client.register_script(_SAVE)
 
     async def create(
