@@ -9,6 +9,11 @@ import pytest
 
 from worker.forms import parse_form, query_value
 
+
+def _unwrapped(parsed: dict[str, list[str]]) -> dict[str, str | list[str]]:
+    return {name: values[0] if len(values) == 1 else values for name, values in parsed.items()}
+
+
 CASES = [
     "",
     "a=1",
@@ -32,7 +37,7 @@ CASES = [
 
 @pytest.mark.parametrize("text", CASES)
 def test_parse_form_matches_parse_qs(text: str) -> None:
-    assert parse_form(text) == parse_qs(text, keep_blank_values=True)
+    assert parse_form(text) == _unwrapped(parse_qs(text, keep_blank_values=True))
 
 
 @pytest.mark.parametrize("ascii_only", [True, False])
@@ -43,7 +48,7 @@ def test_parse_form_matches_parse_qs_on_random_text(ascii_only: bool) -> None:
         alphabet = alphabet.replace("é", "")
     for _ in range(20000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30)))
-        assert parse_form(text) == parse_qs(text, keep_blank_values=True), text
+        assert parse_form(text) == _unwrapped(parse_qs(text, keep_blank_values=True)), text
 
 
 @pytest.mark.parametrize(

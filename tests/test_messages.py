@@ -26,3 +26,16 @@ def test_every_message_has_its_own_task_id_and_delivery_tag() -> None:
     first, second = (json.loads(task_message("t", "q", ["x"])) for _ in range(2))
     assert first["headers"]["id"] != second["headers"]["id"]
     assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+
+
+def test_kwargs_quotes_and_percent_signs_survive() -> None:
+    args = ['say "hi"', 3]  # (argsrepr is display only: Celery's saferepr differs on backslashes)
+    kwargs = {"reason": "100% done", "n": 1}
+    ours = json.loads(task_message("odd%task", "q%s", args, kwargs, task_id='i"d'))
+    celery = app.amqp.as_task_v2('i"d', "odd%task", args=args, kwargs=kwargs)
+    skip = {"origin", "ignore_result"}
+    assert {k: v for k, v in ours["headers"].items() if k not in skip} == {
+        k: v for k, v in celery.headers.items() if k not in skip
+    }
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(json.dumps(celery.body))
+    assert ours["properties"]["delivery_info"]["routing_key"] == "q%s"

@@ -28,11 +28,16 @@ def _unquoted_ascii(text: str) -> str:
     return decoded.decode("utf-8", "replace")
 
 
-def parse_form(text: str) -> dict[str, list[str]]:
-    """Every name's values, in order; blank values kept, empty pieces (``a=1&&b=2``) skipped."""
+def parse_form(text: str) -> dict[str, str | list[str]]:
+    """Each name's value, or the list of its values (in order) when the name repeats.
+
+    That is ``parse_qs(text, keep_blank_values=True)`` with the one-value lists unwrapped: blank
+    values kept, empty pieces (``a=1&&b=2``) skipped.
+    """
     pairs = [piece.partition("=") for piece in text.split("&") if piece]
-    names = [name for name, _, _ in pairs]
-    values = [value for _, _, value in pairs]
+    if not pairs:
+        return {}
+    names, _, values = zip(*pairs, strict=True)
     if ("%" in text or "+" in text) and "\x00" not in text and "%00" not in text:
         # One unquote for the whole body instead of one per escaped piece: the pieces are
         # joined by NUL, which neither occurs in the text nor decodes from it, so splitting the
@@ -41,17 +46,17 @@ def parse_form(text: str) -> dict[str, list[str]]:
         decoded = (_unquoted_ascii(joined) if joined.isascii() else unquote_plus(joined)).split(
             "\x00"
         )
-        names, values = decoded[: len(pairs)], decoded[len(pairs) :]
+        names, values = tuple(decoded[: len(pairs)]), tuple(decoded[len(pairs) :])
     elif "%" in text or "+" in text:
-        names, values = [_unquoted(n) for n in names], [_unquoted(v) for v in values]
-    fields: dict[str, list[str]] = {}
+        names = tuple(_unquoted(n) for n in names)
+        values = tuple(_unquoted(v) for v in values)
+    fields: dict[str, str | list[str]] = dict(zip(names, values, strict=True))
+    if len(fields) == len(pairs):
+        return fields
+    repeated: dict[str, list[str]] = {}  # a name repeats: it gets all its values
     for name, value in zip(names, values, strict=True):
-        found = fields.get(name)
-        if found is None:
-            fields[name] = [value]
-        else:
-            found.append(value)
-    return fields
+        repeated.setdefault(name, []).append(value)
+    return {name: found[0] if len(found) == 1 else found for name, found in repeated.items()}
 
 
 def query_value(query: str, name: str) -> str:

@@ -8,10 +8,9 @@ its wake-up are written in one atomic script call. A worker consumes these like 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import os
-import re
 import socket
 from typing import Any
 
@@ -72,15 +71,13 @@ def _quoted(value: str) -> str:
     return orjson.dumps(value).decode()
 
 
-_PLACES = {_quoted(p): n for n, p in enumerate((_ID, _BODY, _ARGSREPR, _KWARGSREPR))}
-_PLACE = re.compile("|".join(re.escape(p) for p in _PLACES))
-
-
 @functools.lru_cache(maxsize=64)
-def _pieces(task: str, queue: str) -> tuple[list[str], list[int]]:
-    """The skeleton cut at its placeholders: the texts between them, and which value goes where."""
-    skeleton = _skeleton(task, queue)
-    return _PLACE.split(skeleton), [_PLACES[m] for m in _PLACE.findall(skeleton)]
+def _template(task: str, queue: str) -> str:
+    """The skeleton as a ``%`` format: its values go in with one C-level call per message."""
+    template = _skeleton(task, queue).replace("%", "%%")
+    for name, place in (("id", _ID), ("body", _BODY), ("args", _ARGSREPR), ("kwargs", _KWARGSREPR)):
+        template = template.replace(_quoted(place), f"%({name})s")
+    return template
 
 
 def task_message(
@@ -92,16 +89,14 @@ def task_message(
 ) -> str:
     """The JSON text the kombu Redis transport stores on a queue's list for one task.
 
-    Joined from a skeleton cut once per task and queue: a fraction of the cost of building and
+    Filled into a skeleton made once per task and queue: a fraction of the cost of building and
     serialising the whole envelope on every webhook.
     """
-    task_id = task_id or ids.uuid4()
     kwargs = kwargs or {}
-    body = base64.b64encode(orjson.dumps([list(args), kwargs, _EMBED])).decode()
-    values = [_quoted(v) for v in (task_id, body, repr(list(args)), repr(kwargs))]
-    texts, places = _pieces(task, queue)
-    parts = [texts[0]]
-    for place, text in zip(places, texts[1:], strict=True):
-        parts.append(values[place])
-        parts.append(text)
-    return "".join(parts)
+    body = orjson.dumps([list(args), kwargs, _EMBED])
+    return _template(task, queue) % {
+        "id": _quoted(task_id) if task_id else f'"{ids.uuid4()}"',  # hex and dashes: no escaping
+        "body": f'"{binascii.b2a_base64(body, newline=False).decode()}"',  # base64: no escaping
+        "args": _quoted(repr(list(args))),
+        "kwargs": _quoted(repr(kwargs)) if kwargs else '"{}"',
+    }

@@ -1069,3 +1069,55 @@ def test_is_url_agrees_with_urlsplit(value: str) -> None:
 
     parts = urlsplit(value.strip())
     assert _is_url(value) == (parts.scheme.lower() in ("http", "https") and bool(parts.netloc))
+
+
+# --- the inbound webhook's field roles, against the plain lookup they replace -------------------
+def _reference_inbound(fields: dict[str, Any]) -> dict[str, Any]:
+    """What each role's value is by walking its list of names (the straightforward way)."""
+    keyed = pv._keyed(fields)
+    named = [keyed[n] for n in pv.DOWNLOAD_URL_NAMES if n in keyed]
+    download = None
+    for value in named:
+        candidate = value[0] if isinstance(value, list) and value else value
+        if pv._is_url(candidate):
+            download = candidate
+            break
+    roles = {
+        "fax_id": pv.FAX_ID_NAMES,
+        "from": pv.FROM_NAMES,
+        "to": pv.TO_NAMES,
+        "pages": pv.PAGES_NAMES,
+        "time": pv.TIME_NAMES,
+    }
+    picked = {role: pv._pick_keyed(keyed, names) for role, names in roles.items()}
+    picked["download"] = download
+    return {role: value for role, value in picked.items() if value is not None}
+
+
+def test_inbound_field_roles_pick_what_the_name_lists_say() -> None:
+    import random
+
+    rng = random.Random(20261123)
+    names = [
+        *pv.DOWNLOAD_URL_NAMES, *pv.FAX_ID_NAMES, *pv.FROM_NAMES, *pv.TO_NAMES,
+        *pv.PAGES_NAMES, *pv.TIME_NAMES, "containerId", "boxId", "note", "extra",
+    ]  # fmt: skip
+    values: list[Any] = [
+        "", " ", "5551230000", "http://files.example/f.pdf", "https://x.example/a?b=c", "ftp://x/y",
+        "http://", 3, 0, True, None, [], ["", "http://first.example/p"], ["42", "43"], {"a": 1},
+        "2025-06-01T12:00:00Z", "1748779200",
+    ]  # fmt: skip
+
+    def spelled(name: str) -> str:
+        # The same name as a provider might spell it: case, underscores, dashes.
+        out = "".join(c.upper() if rng.random() < 0.3 else c for c in name)
+        if len(out) > 2 and rng.random() < 0.3:
+            cut = rng.randrange(1, len(out))
+            out = out[:cut] + rng.choice("_-") + out[cut:]
+        return out
+
+    for _ in range(3000):
+        fields = {
+            spelled(rng.choice(names)): rng.choice(values) for _ in range(rng.randrange(1, 12))
+        }
+        assert pv.INBOUND_FIELDS.pick(fields) == _reference_inbound(fields), fields

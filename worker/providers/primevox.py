@@ -302,6 +302,56 @@ def _pick_keyed(by_key: Mapping[str, Any], names: Iterable[str]) -> Any:
     return None
 
 
+class _FieldRoles:
+    """Picks every role's value (fax id, caller …) from a webhook's fields.
+
+    The same as ``_pick(fields, names)`` for each role's list of names, planned once per set of
+    field names (a provider sends the same names every time): the plan lists, for each role, the
+    fields that can give its value, best first. A role with an ``accept`` check (the download URL:
+    an http(s) URL) takes the first value that passes it instead of the first non-blank one.
+    """
+
+    MAX_PLANS = 256  # the field names are the caller's: keep the cache bounded
+
+    def __init__(
+        self, roles: Mapping[str, Iterable[str]], accept: Mapping[str, Any] | None = None
+    ) -> None:
+        self.roles = {role: tuple(names) for role, names in roles.items()}
+        self.accept = dict(accept or {})
+        self.plans: dict[tuple[str, ...], list[tuple[str, Any, tuple[str, ...]]]] = {}
+
+    def _plan(self, names: tuple[str, ...]) -> list[tuple[str, Any, tuple[str, ...]]]:
+        field_of: dict[str, str] = {}  # normalised key → the field that has it
+        for name in names:
+            field_of.setdefault(_key(str(name)), name)  # the first of several spellings wins
+        plan = []
+        for role, wanted in self.roles.items():
+            fields = tuple(field_of[key] for key in wanted if key in field_of)
+            if fields:
+                plan.append((role, self.accept.get(role), fields))
+        if len(self.plans) < self.MAX_PLANS:
+            self.plans[names] = plan
+        return plan
+
+    def pick(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        names = tuple(fields)
+        plan = self.plans.get(names) or self._plan(names)
+        picked: dict[str, Any] = {}
+        for role, accept, candidates in plan:
+            for name in candidates:
+                value = fields[name]
+                if isinstance(value, list):
+                    value = value[0] if value else None
+                if accept is not None:
+                    if accept(value):
+                        picked[role] = value
+                        break
+                elif value is not None and value != "" and not isinstance(value, (dict, list)):
+                    picked[role] = value
+                    break
+        return picked
+
+
 def _error_text(data: Any) -> str | None:
     """The provider's error string in an answer (``{"error": …}`` or a bare known string)."""
     if isinstance(data, str):
@@ -373,8 +423,7 @@ def _form_fields(body: bytes) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         text = body.decode("latin-1")
-    parsed = parse_form(text)
-    return {name: values[0] if len(values) == 1 else values for name, values in parsed.items()}
+    return dict(parse_form(text))
 
 
 def _multipart_fields(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes | None]:
@@ -431,13 +480,11 @@ def _body_fields(
     return fields, None
 
 
-def _download_url(fields: Mapping[str, Any], keyed: Mapping[str, Any] | None = None) -> str:
-    keyed = _keyed(fields) if keyed is None else keyed
-    named = [keyed[n] for n in DOWNLOAD_URL_NAMES if n in keyed]
-    for value in named:
-        candidate = value[0] if isinstance(value, list) and value else value
-        if _is_url(candidate):
-            return str(candidate).strip()
+def _download_url(named: Any, fields: Mapping[str, Any]) -> str:
+    """The named download URL (``named``, as ``INBOUND_FIELDS`` picked it), else the one absolute
+    URL among the fields, else the one of several that mentions a PDF."""
+    if named is not None:
+        return str(named).strip()
     urls = sorted({str(v).strip() for v in fields.values() if _is_url(v)})
     if len(urls) == 1:
         return urls[0]
@@ -455,6 +502,20 @@ def _derived_id(url: str) -> str:
     if found is not None:
         return _id_text(found)
     return "url-" + hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+# The inbound webhook's fields by role (see "Assumptions" above).
+INBOUND_FIELDS = _FieldRoles(
+    {
+        "download": DOWNLOAD_URL_NAMES,
+        "fax_id": FAX_ID_NAMES,
+        "from": FROM_NAMES,
+        "to": TO_NAMES,
+        "pages": PAGES_NAMES,
+        "time": TIME_NAMES,
+    },
+    accept={"download": _is_url},
+)
 
 
 class PrimeVoxProvider(Provider):
@@ -716,27 +777,27 @@ class PrimeVoxProvider(Provider):
         """The inbound-fax webhook (urlencoded; JSON and multipart accepted too)."""
         fields, pdf = _body_fields(headers, body, prefer_json=False)
         flat = _flatten(fields)
-        keyed = _keyed(flat)  # normalise the field names once; every lookup below uses it
-        url = _download_url(flat, keyed)
+        picked = INBOUND_FIELDS.pick(flat)
+        url = _download_url(picked.get("download"), flat)
         if not url and pdf is None:
             raise WebhookError(
                 "inbound webhook has no download URL (fields: " + ", ".join(sorted(fields)) + ")"
             )
-        fax_id = _pick_keyed(keyed, FAX_ID_NAMES)
+        fax_id = picked.get("fax_id")
         if fax_id is not None and _id_text(fax_id):
             provider_fax_id = _id_text(fax_id)
         elif url:
             provider_fax_id = _derived_id(url)
         else:
             provider_fax_id = "pdf-" + hashlib.sha256(pdf or b"").hexdigest()[:32]
-        from_number = _pick_keyed(keyed, FROM_NAMES)
-        to_number = _pick_keyed(keyed, TO_NAMES)
+        from_number = picked.get("from")
+        to_number = picked.get("to")
         fax = InboundFax(
             provider_fax_id=provider_fax_id,
             from_number="" if from_number is None else str(from_number).strip(),
             to_number="" if to_number is None else str(to_number).strip(),
-            pages=_int(_pick_keyed(keyed, PAGES_NAMES)),
-            received_at=_time(_pick_keyed(keyed, TIME_NAMES)),
+            pages=_int(picked.get("pages")),
+            received_at=_time(picked.get("time")),
             download_url=url,
             raw=fields,
         )
