@@ -25,11 +25,17 @@ def test_a_forked_child_never_hands_out_its_parents_bytes() -> None:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next bytes, then leave at once
-        os.write(write, ids.random_bytes(32))
+        os.write(write, ids.random_hex(32).encode())
         os._exit(0)
     os.close(write)
-    child = os.read(read, 64)
+    child = os.read(read, 128).decode()
     os.close(read)
     os.waitpid(pid, 0)
-    assert len(child) == 32
-    assert child != ids.random_bytes(32)  # the parent's next bytes: what the child would repeat
+    assert len(child) == 64
+    assert child != ids.random_hex(32)  # the parent's next bytes: what the child would repeat
+
+
+def test_ids_across_many_pool_refills_are_whole_and_distinct() -> None:
+    values = [ids.random_hex(6) for _ in range(5000)]  # about 15 pools' worth
+    assert all(len(v) == 12 and int(v, 16) >= 0 for v in values)
+    assert len(set(values)) == len(values)

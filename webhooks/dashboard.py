@@ -52,6 +52,7 @@ from worker.store import AsyncFaxStore, RecordNotFound
 
 from . import stats
 from .api import bearer_ok
+from .intake import Answer
 
 COOKIE = "faxrelay_session"
 SESSION_SECONDS = 12 * 3600
@@ -59,7 +60,7 @@ PREVIEW_DPI = 100
 PRESIGN_SECONDS = 300
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[Answer]]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from config.celery_app import INTAKE_QUEUE, POLL_QUEUE
@@ -91,12 +90,33 @@ async def read_capped(headers: dict[str, str], receive: Receive, limit: int) -> 
             return b"".join(chunks)
 
 
-def _json(data: dict[str, Any], status: int = 200) -> Response:
-    # orjson: the same JSON as JSONResponse, without json.dumps' cost on every webhook.
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+class Answer:
+    """A webhook route's answer: what a Starlette Response sends, with its two headers made
+    directly (Response's general header building costs a tenth of recording the webhook)."""
+
+    __slots__ = ("body", "headers", "status_code")
+
+    def __init__(self, status_code: int, body: bytes, content_type: bytes) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.headers}
+        )
+        await send({"type": "http.response.body", "body": self.body})
 
 
-def _error(status: int, code: str, message: str) -> Response:
+def _json(data: dict[str, Any], status: int = 200) -> Answer:
+    return Answer(status, orjson.dumps(data), b"application/json")
+
+
+def _text(text: str) -> Answer:
+    return Answer(200, text.encode(), b"text/plain; charset=utf-8")
+
+
+def _error(status: int, code: str, message: str) -> Answer:
     return _json({"error": {"code": code, "message": message}}, status)
 
 
@@ -130,14 +150,14 @@ class WebhookRoutes:
     def __init__(self, ctx: IntakeContext) -> None:
         self.ctx = ctx
 
-    async def inbound(self, request: Request) -> Response:
+    async def inbound(self, request: Request) -> Answer:
         """For a request built in process (the dashboard's replay)."""
         return await self.answer(request.scope, request.receive, "inbound")
 
-    async def status(self, request: Request) -> Response:
+    async def status(self, request: Request) -> Answer:
         return await self.answer(request.scope, request.receive, "status")
 
-    async def answer(self, scope: Scope, receive: Receive, route: str) -> Response:
+    async def answer(self, scope: Scope, receive: Receive, route: str) -> Answer:
         """The answer, counted in /metrics by account and outcome with its latency."""
         started = time.perf_counter()
         name = scope["path_params"]["account"]
@@ -171,7 +191,7 @@ class WebhookRoutes:
         query: str,
         headers: dict[str, str],
         entry: rawlog.LogEntry,
-    ) -> Response:
+    ) -> Answer:
         settings = self.ctx.settings
         account = settings.accounts.get(name)
         if account is None:
@@ -199,7 +219,7 @@ class WebhookRoutes:
             )
             entry.outcome = "disconnected"
             return response
-        entry.body_b64 = base64.b64encode(body[: settings.webhook_log_body_bytes]).decode()
+        entry.body_b64 = rawlog.b64(body[: settings.webhook_log_body_bytes])
         entry.body_size = len(body)
         entry.truncated = len(body) > settings.webhook_log_body_bytes
         try:
@@ -213,7 +233,7 @@ class WebhookRoutes:
             entry.status, entry.outcome = 503, "storage_down"
             return _error(503, "unavailable", "storage unavailable; retry later")
 
-    async def _refuse(self, entry: rawlog.LogEntry, response: Response) -> Response:
+    async def _refuse(self, entry: rawlog.LogEntry, response: Answer) -> Answer:
         entry.status, entry.outcome = response.status_code, "refused"
         entry.detail = bytes(response.body).decode(errors="replace")[:500]
         try:
@@ -229,7 +249,7 @@ class WebhookRoutes:
         headers: dict[str, str],
         body: bytes,
         entry: rawlog.LogEntry,
-    ) -> Response:
+    ) -> Answer:
         event = provider_class(account.provider).parse_inbound_webhook(headers, body)
         days = self.ctx.settings.webhook_log_days
         entry.status, entry.outcome = 200, "accepted"
@@ -280,7 +300,7 @@ class WebhookRoutes:
 
     async def _status(
         self, account: Account, headers: dict[str, str], body: bytes, entry: rawlog.LogEntry
-    ) -> Response:
+    ) -> Answer:
         event = provider_class(account.provider).parse_status_webhook(headers, body)
         days = self.ctx.settings.webhook_log_days
         entry.status, entry.outcome = 200, "accepted"
@@ -316,5 +336,5 @@ class WebhookRoutes:
         return self._ack("", {"id": fax_id, "state": str(record.state)})
 
     @staticmethod
-    def _ack(ack: str, data: dict[str, Any]) -> Response:
-        return PlainTextResponse(ack) if ack else _json(data)
+    def _ack(ack: str, data: dict[str, Any]) -> Answer:
+        return _text(ack) if ack else _json(data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 
-_POOL_SIZE = 4096
+_POOL_SIZE = 4096  # bytes per read, kept as hex digits (ids want hex)
 
 
 class _Pool:
@@ -20,34 +20,31 @@ class _Pool:
         self.reset()
 
     def reset(self) -> None:
-        self.buffer = b""
+        self.digits = ""
         self.offset = 0
 
-    def take(self, size: int) -> bytes:
+    def take_hex(self, count: int) -> str:
+        """``count`` random hex digits."""
         with self.lock:
-            if self.offset + size > len(self.buffer):
-                self.buffer = os.urandom(max(_POOL_SIZE, size))
-                self.offset = 0
-            start = self.offset
-            self.offset += size
-            return self.buffer[start : self.offset]
+            end = self.offset + count
+            if end > len(self.digits):
+                self.digits = os.urandom(max(_POOL_SIZE, (count + 1) // 2)).hex()
+                end = count
+            start, self.offset = end - count, end
+            return self.digits[start:end]
 
 
 _pool = _Pool()
 os.register_at_fork(after_in_child=_pool.reset)
 
 
-def random_bytes(size: int) -> bytes:
-    return _pool.take(size)
-
-
 def random_hex(size: int) -> str:
     """``size`` random bytes as ``2 * size`` hex digits (as ``secrets.token_hex``)."""
-    return _pool.take(size).hex()
+    return _pool.take_hex(2 * size)
 
 
 def uuid4() -> str:
     """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives one."""
-    h = _pool.take(16).hex()
+    h = _pool.take_hex(32)
     # The version nibble is 4; the variant's two top bits are 10 (so the nibble is 8, 9, a or b).
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"

@@ -10,6 +10,7 @@ Keys: ``fr:wh:{id}`` (JSON, with TTL) and ``fr:wh:ix`` (sorted set id → time) 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ LOG_INDEX = "fr:wh:ix"
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
 SECRET_PARAMS = frozenset({"token", "auth", "api_password", "password", "secret"})
+
+
+def b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
 
 
 def new_log_id(now: float) -> str:
@@ -92,7 +97,7 @@ class LogEntry:
             path=path,
             query=redact_query(query),
             headers=redact_headers(headers),
-            body_b64=base64.b64encode(body[:body_cap]).decode(),
+            body_b64=b64(body[:body_cap]),
             body_size=len(body),
             truncated=len(body) > body_cap,
         )
