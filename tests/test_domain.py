@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from worker.domain import (
@@ -245,3 +247,26 @@ def test_fax_ids_sort_by_creation_time() -> None:
     ids = [new_fax_id(now=t) for t in (1_700_000_000.000, 1_700_000_000.001, 1_800_000_000.0)]
     assert ids == sorted(ids)
     assert len({len(i) for i in ids}) == 1
+
+
+def test_iso_writes_what_isoformat_writes() -> None:
+    import random
+    from datetime import timedelta, timezone
+
+    from worker.domain import iso, iso_at
+
+    def reference(moment: datetime) -> str:
+        return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+    rng = random.Random(20261123)
+    start = datetime(1971, 1, 1, tzinfo=UTC)
+    moments = [start + timedelta(seconds=rng.randrange(0, 130 * 365 * 86400)) for _ in range(2000)]
+    moments = [
+        m.replace(microsecond=rng.choice([0, 1, 499999, 500000, 999999, rng.randrange(10**6)]))
+        for m in moments
+    ]
+    moments += [m.astimezone(timezone(timedelta(hours=-5))) for m in moments[:100]]  # other zones
+    for moment in moments:
+        assert iso(moment) == reference(moment), moment
+        assert iso_at(moment.timestamp()) == reference(moment), moment
+    assert iso(None) is None
