@@ -309,7 +309,9 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                     ids_out = ids_dir / f"r{r}-{target}" if target == "ours" else None
                     cpu_before = [cpu_seconds(p) for p in pids[target]]
                     result = loader.run(target, urls[target], args.seconds, f"{2 + r}{n}", ids_out)
-                    cpu = [cpu_seconds(p) - b for p, b in zip(pids[target], cpu_before, strict=True)]
+                    cpu = [
+                        cpu_seconds(p) - b for p, b in zip(pids[target], cpu_before, strict=True)
+                    ]
                     result.cpu_us = sum(cpu) / max(1, result.requests) * 1e6
                     result.web_cpu_us = cpu[0] / max(1, result.requests) * 1e6
                     results.append(result)

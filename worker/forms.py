@@ -9,10 +9,13 @@ query string without parsing the rest.
 from __future__ import annotations
 
 import codecs
+import operator
 from urllib.parse import unquote_plus
 
+_partition_at_equals = operator.methodcaller("partition", "=")
 
-def _unquoted(text: str) -> str:
+
+def unquoted(text: str) -> str:
     # unquote_plus leaves text without '+' or '%' as it is: skip the call for those.
     return unquote_plus(text) if "%" in text or "+" in text else text
 
@@ -34,7 +37,7 @@ def parse_form(text: str) -> dict[str, str | list[str]]:
     That is ``parse_qs(text, keep_blank_values=True)`` with the one-value lists unwrapped: blank
     values kept, empty pieces (``a=1&&b=2``) skipped.
     """
-    pairs = [piece.partition("=") for piece in text.split("&") if piece]
+    pairs = list(map(_partition_at_equals, filter(None, text.split("&"))))  # C-level loops
     if not pairs:
         return {}
     names, _, values = zip(*pairs, strict=True)
@@ -48,8 +51,8 @@ def parse_form(text: str) -> dict[str, str | list[str]]:
         )
         names, values = tuple(decoded[: len(pairs)]), tuple(decoded[len(pairs) :])
     elif "%" in text or "+" in text:
-        names = tuple(_unquoted(n) for n in names)
-        values = tuple(_unquoted(v) for v in values)
+        names = tuple(unquoted(n) for n in names)
+        values = tuple(unquoted(v) for v in values)
     fields: dict[str, str | list[str]] = dict(zip(names, values, strict=True))
     if len(fields) == len(pairs):
         return fields
@@ -65,6 +68,6 @@ def query_value(query: str, name: str) -> str:
         return ""
     for piece in query.split("&"):
         key, sep, value = piece.partition("=")
-        if sep and value and _unquoted(key) == name:
-            return _unquoted(value)
+        if sep and value and unquoted(key) == name:
+            return unquoted(value)
     return ""

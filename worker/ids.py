@@ -47,4 +47,7 @@ def uuid4() -> str:
     """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives one."""
     h = _pool.take_hex(32)
     # The version nibble is 4; the variant's two top bits are 10 (so the nibble is 8, 9, a or b).
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}

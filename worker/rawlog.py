@@ -15,13 +15,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
 
 import orjson
 import redis
 import redis.asyncio as aioredis
 
 from . import ids
+from .forms import unquoted
 from .store import SideLog
 
 LOG_PREFIX = "fr:wh:"
@@ -45,11 +45,13 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 
 def redact_query(query: str) -> str:
     """The query string with the values of secret parameters replaced (kept as sent otherwise)."""
+    if "=" not in query:
+        return query
     parts = []
     for part in query.split("&"):
         key, sep, _ = part.partition("=")
         parts.append(
-            f"{key}={REDACTED}" if sep and unquote_plus(key).lower() in SECRET_PARAMS else part
+            f"{key}={REDACTED}" if sep and unquoted(key).lower() in SECRET_PARAMS else part
         )
     return "&".join(parts)
 

@@ -340,16 +340,21 @@ class _FieldRoles:
         for role, accept, candidates in plan:
             for name in candidates:
                 value = fields[name]
-                if isinstance(value, list):
-                    value = value[0] if value else None
-                if accept is not None:
-                    if accept(value):
-                        picked[role] = value
-                        break
-                elif value is not None and value != "" and not isinstance(value, (dict, list)):
+                if value.__class__ is not str:  # a repeated name's values, JSON's other types
+                    value = _scalar(value)
+                    if value is None:
+                        continue
+                if value != "" if accept is None else accept(value):
                     picked[role] = value
                     break
         return picked
+
+
+def _scalar(value: Any) -> Any:
+    """A list's first item; None for an object, an empty list or a nested list."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return None if isinstance(value, (dict, list)) else value
 
 
 def _error_text(data: Any) -> str | None:
@@ -366,6 +371,8 @@ def _error_text(data: Any) -> str | None:
 
 def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level fields, then those of nested objects (``{"data": {...}}``) not already present."""
+    if dict not in map(type, fields.values()):
+        return dict(fields)  # nothing nested (form bodies never are)
     flat: dict[str, Any] = dict(fields)
     for value in fields.values():
         if isinstance(value, dict):
