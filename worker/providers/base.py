@@ -162,7 +162,9 @@ class OutgoingDocument:
     url: str = ""  # a presigned URL (PrimeVox downloads the file itself)
 
 
-@dataclass(frozen=True)
+# InboundFax and InboundEvent are made on every inbound webhook, so they are plain dataclasses:
+# a frozen one's __init__ costs twice as much (nothing changes them after parsing).
+@dataclass
 class InboundFax:
     """A received fax the provider holds (from a webhook or a list call)."""
 
@@ -175,7 +177,7 @@ class InboundFax:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class InboundEvent:
     """A parsed inbound-fax webhook."""
 
