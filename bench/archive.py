@@ -181,7 +181,7 @@ def announce(system: System, bodies: list[tuple[str, bytes]]) -> list[str]:
         answer = http.post(url, content=item[1], headers={"content-type": item[0]})
         if answer.status_code != 200:
             raise RuntimeError(f"webhook answered {answer.status_code}: {answer.text}")
-        return str(answer.json()["id"])
+        return answer.headers["faxrelay-fax-id"]
 
     try:
         with ThreadPoolExecutor(4) as pool:

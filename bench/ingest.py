@@ -117,9 +117,9 @@ function response(status, hdrs, body)
   if status == 200 then
     ok = ok + 1
     if ids then
-      local id = string.match(body, '"id":"([^"]+)"')
+      local id = hdrs["faxrelay-fax-id"]
       if id then ids:write(id, "\n") end
-      if string.find(body, '"duplicate":true', 1, true) then dup = dup + 1 end
+      if hdrs["faxrelay-outcome"] == "duplicate" then dup = dup + 1 end
       if ok % 256 == 0 then ids:flush() end
     end
   end

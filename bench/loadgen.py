@@ -3,8 +3,8 @@
 One process, uvloop, ``--connections`` keep-alive connections, each sending one POST at a time (the
 next as soon as the answer is in, as wrk does). The body is a template whose ``__ID__`` is replaced by
 a fresh id for every request. Prints one JSON line: requests, 200s, other statuses, duration and
-latency percentiles (ms); with ``--ids-out`` the ``"id"`` of each 200 answer's JSON body is written
-there, one a line, so the caller can check that every acknowledged webhook was recorded.
+latency percentiles (ms); with ``--ids-out`` the ``Faxrelay-Fax-Id`` header of each 200 answer is
+written there, one a line, so the caller can check that every acknowledged webhook was recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import uvloop
 
 from bench.common import percentile
 
-ID_IN_BODY = re.compile(rb'"id":"([^"]+)"')
+FAX_ID_HEADER = re.compile(rb"\r\nfaxrelay-fax-id: *([^\r]+)")
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Connection(asyncio.Protocol):
             status = int(head[9:12])
             body = bytes(self.buf[end + 4 : end + 4 + length])
             del self.buf[: end + 4 + length]
-            self.gen.completed(time.perf_counter_ns() - self.sent_at, status, body)
+            self.gen.completed(time.perf_counter_ns() - self.sent_at, status, head, body)
             if self.gen.running():
                 self.send()
             else:
@@ -115,15 +115,16 @@ class LoadGen:
     def running(self) -> bool:
         return time.monotonic() < self.deadline
 
-    def completed(self, latency_ns: int, status: int, body: bytes) -> None:
+    def completed(self, latency_ns: int, status: int, head: bytes, body: bytes) -> None:
+        """One answer; ``head`` is its status line and headers, lower case."""
         totals = self.totals
         totals.latencies_ns.append(latency_ns)
         totals.statuses[status] = totals.statuses.get(status, 0) + 1
         if status == 200 and self.collect_ids:
-            found = ID_IN_BODY.search(body)
+            found = FAX_ID_HEADER.search(head)
             if found:
                 totals.ids.append(found.group(1))
-            if b'"duplicate":true' in body:
+            if b"\r\nfaxrelay-outcome: duplicate" in head:
                 totals.duplicates += 1
 
     async def run(self, connections: int, duration: float) -> float:

@@ -133,7 +133,8 @@ def create_app(sb: Sandbox | None = None) -> Starlette:
             return _bad(f"no such fax or job: {exc}", 404)
         async with httpx.AsyncClient(timeout=30) as client:
             answer = await client.post(url, content=body, headers={"content-type": content_type})
-        return JSONResponse({"status": answer.status_code, "body": answer.text})
+        about = {k: v for k, v in answer.headers.items() if k.lower().startswith("faxrelay-")}
+        return JSONResponse({"status": answer.status_code, "body": answer.text, "headers": about})
 
     async def jobs(request: Request) -> JSONResponse:
         provider = request.query_params.get("provider")

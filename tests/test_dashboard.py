@@ -366,7 +366,7 @@ def test_dashboard_in_a_browser(system: System, sandbox: Any, tmp_path: Path) ->
             assert page.locator("#pdf-link").get_attribute("href") == f"/faxes/{archived_id}/pdf"
             page.screenshot(path=str(SCREENSHOTS / "fax.png"), full_page=True)
             page.click("#replay")
-            expect(page.locator("#notice")).to_contain_text("replay: 200")
+            expect(page.locator("#notice")).to_contain_text("replay: 200 outcome=duplicate")
 
             # The stuck fax: the provider recovers, an operator presses retry.
             sandbox.sb.faults.clear()

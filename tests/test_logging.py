@@ -154,7 +154,7 @@ def test_worker_lines_carry_fax_account_and_task_id_and_no_secret(
     answer = sandbox_fire(
         sandbox.url, provider="primevox", kind="inbound", url=system.webhook_url("pv"), id=fax["id"]
     )
-    fax_id = json.loads(answer["body"])["id"]
+    fax_id = answer["headers"]["faxrelay-fax-id"]
     system.wait_state(fax_id, "archived")
     assert system.log_path is not None
     system.log_tail()  # flushes

@@ -95,7 +95,7 @@ def test_up_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
             timeout=30,
         ).json()
         assert fired["status"] == 200
-        fax_id = json.loads(fired["body"])["id"]
+        fax_id = fired["headers"]["faxrelay-fax-id"]
         store = FaxStore.from_url(endpoints["redis_url"])
         record = wait_for(
             lambda: (r := store.find(fax_id)) and r.state == "archived" and r, 60, "archived"

@@ -420,7 +420,10 @@ def webhooks_replay(log_id: str, url: str | None) -> None:
         headers=headers,
         timeout=30,
     )
-    click.echo(f"{answer.status_code} {answer.text[:500]}")
+    about = " ".join(
+        f"{k[9:]}={v}" for k, v in answer.headers.items() if k.lower().startswith("faxrelay-")
+    )  # what happened (2xx answers carry it in Faxrelay-* headers)
+    click.echo(" ".join(x for x in (str(answer.status_code), about, answer.text[:500]) if x))
     raise SystemExit(0 if answer.status_code < 300 else 1)
 
 

@@ -495,11 +495,12 @@ class Dashboard:
                 entry.headers, entry.body,
             )
         )  # fmt: skip
+        about = " ".join(f"{k}={v}" for k, v in answer.about.items())
         body = bytes(answer.body).decode(errors="replace")[:300]
         ok = 200 <= answer.status_code < 300
         metrics.operator_action("replay", "ok" if ok else "refused")
         key = "notice" if ok else "problem"
-        return self._back(fax_id, **{key: f"replay: {answer.status_code} {body}"})
+        return self._back(fax_id, **{key: f"replay: {answer.status_code} {about} {body}".strip()})
 
 
 def _synthetic_request(

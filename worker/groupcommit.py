@@ -81,11 +81,17 @@ class GroupCommit:
         # Referenced here: the loop keeps only weak references to tasks (ruff RUF006).
         self.sender: asyncio.Task[None] | None = None
         self.closing: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, args: Args) -> Any:
         # Packed now, so that arguments Redis cannot take fail this call alone.
         command = pack_command(("EVALSHA", self.sha, 0, *args))  # type: ignore[arg-type]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = self.loop
+        if loop is None:
+            # Bound to the loop of its first call, as the client's connections are. Asking
+            # asyncio for the running loop on every call costs a system call (getpid) each time.
+            loop = self.loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queue(_Call(command, future))
         return await future
 
@@ -96,7 +102,7 @@ class GroupCommit:
         elif not self.sending:
             # After the tasks already made ready: they join this batch.
             self.sending = True
-            self.sender = asyncio.get_running_loop().create_task(self._send())
+            self.sender = (self.loop or asyncio.get_running_loop()).create_task(self._send())
 
     async def _send(self) -> None:
         try:
@@ -137,7 +143,7 @@ class GroupCommit:
         link.in_flight.extend(calls)
         link.connection._writer.write(b"".join(parts))
         if link.reader is None:
-            link.reader = asyncio.get_running_loop().create_task(self._read(link))
+            link.reader = (self.loop or asyncio.get_running_loop()).create_task(self._read(link))
 
     async def _read(self, link: _Link) -> None:
         """Hands out the answers on ``link`` until none is awaited; drops the link on failure."""
