@@ -119,20 +119,11 @@ class Answer:
     __slots__ = ("body", "headers", "status_code")
 
     def __init__(
-        self,
-        status_code: int,
-        body: bytes = b"",
-        content_type: bytes | None = None,
-        about: dict[str, str] | None = None,
+        self, status_code: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         self.status_code = status_code
         self.body = body
-        headers = [(b"content-length", b"%d" % len(body))]
-        if content_type is not None:
-            headers.append((b"content-type", content_type))
-        if about:
-            headers += [(b"faxrelay-" + k.encode(), v.encode()) for k, v in about.items()]
-        self.headers = headers
+        self.headers = [(b"content-length", b"%d" % len(body)), *(headers or ())]
 
     @property
     def about(self) -> dict[str, str]:
@@ -147,7 +138,7 @@ class Answer:
 
 
 def _json(data: dict[str, Any], status: int) -> Answer:
-    return Answer(status, orjson.dumps(data), b"application/json")
+    return Answer(status, orjson.dumps(data), [(b"content-type", b"application/json")])
 
 
 def _error(status: int, code: str, message: str) -> Answer:
@@ -364,9 +355,12 @@ class WebhookRoutes:
     @staticmethod
     def _ack(ack: str, outcome: str, record: FaxRecord | None = None) -> Answer:
         """200, with the provider's expected body (``ack``; usually none) and what happened."""
-        about = {"outcome": outcome}
+        headers = [(b"faxrelay-outcome", outcome.encode())]
         if record is not None:
-            about["fax-id"], about["state"] = record.id, str(record.state)
+            headers += (
+                (b"faxrelay-fax-id", record.id.encode()),
+                (b"faxrelay-state", record.state.encode()),
+            )
         if ack:
-            return Answer(200, ack.encode(), b"text/plain; charset=utf-8", about)
-        return Answer(200, about=about)
+            headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        return Answer(200, ack.encode(), headers)
