@@ -50,7 +50,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -302,6 +302,16 @@ def _pick_keyed(by_key: Mapping[str, Any], names: Iterable[str]) -> Any:
     return None
 
 
+class _Plan(NamedTuple):
+    steps: list[tuple[str, Any, tuple[str, ...]]]  # (role, accept check, fields best first)
+    roles: tuple[str, ...]  # the roles some field can give
+    firsts: tuple[str, ...]  # for each of those roles, its best field
+    checks: tuple[tuple[int, Any], ...]  # (index in roles, accept check) for checked roles
+
+
+_all_text = {str}.issuperset  # all(type(v) is str …) in one C call
+
+
 class _FieldRoles:
     """Picks every role's value (fax id, caller …) from a webhook's fields.
 
@@ -318,17 +328,23 @@ class _FieldRoles:
     ) -> None:
         self.roles = {role: tuple(names) for role, names in roles.items()}
         self.accept = dict(accept or {})
-        self.plans: dict[tuple[str, ...], list[tuple[str, Any, tuple[str, ...]]]] = {}
+        self.plans: dict[tuple[str, ...], _Plan] = {}
 
-    def _plan(self, names: tuple[str, ...]) -> list[tuple[str, Any, tuple[str, ...]]]:
+    def _plan(self, names: tuple[str, ...]) -> _Plan:
         field_of: dict[str, str] = {}  # normalised key → the field that has it
         for name in names:
             field_of.setdefault(_key(str(name)), name)  # the first of several spellings wins
-        plan = []
+        steps = []
         for role, wanted in self.roles.items():
             fields = tuple(field_of[key] for key in wanted if key in field_of)
             if fields:
-                plan.append((role, self.accept.get(role), fields))
+                steps.append((role, self.accept.get(role), fields))
+        plan = _Plan(
+            steps,
+            tuple(role for role, _, _ in steps),
+            tuple(fields[0] for _, _, fields in steps),
+            tuple((i, accept) for i, (_, accept, _) in enumerate(steps) if accept is not None),
+        )
         if len(self.plans) < self.MAX_PLANS:
             self.plans[names] = plan
         return plan
@@ -336,8 +352,17 @@ class _FieldRoles:
     def pick(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         names = tuple(fields)
         plan = self.plans.get(names) or self._plan(names)
+        # The usual webhook: every role's best field holds text, none blank, each passing its
+        # check. Then that is the answer, found in a few C calls instead of a loop per role.
+        values = list(map(fields.__getitem__, plan.firsts))
+        if (
+            _all_text(map(type, values))
+            and "" not in values
+            and all(accept(values[i]) for i, accept in plan.checks)
+        ):
+            return dict(zip(plan.roles, values, strict=True))
         picked: dict[str, Any] = {}
-        for role, accept, candidates in plan:
+        for role, accept, candidates in plan.steps:
             for name in candidates:
                 value = fields[name]
                 if value.__class__ is not str:  # a repeated name's values, JSON's other types
