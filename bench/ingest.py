@@ -330,7 +330,9 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
             ours_ok = sum(x.ok for x in results if x.target == "ours")
             seen, missing, records, queued = verify(client, ids)
             # Each AOF rewrite forks Redis: a pause that shows in ours' tail latency, not bare's.
-            forks = int(client.info("stats").get("total_forks", 0))
+            stats = client.info("stats")
+            forks = int(stats.get("total_forks", 0))
+            fork_ms = int(stats.get("latest_fork_usec", 0)) / 1000
             client.close()
         finally:
             stop_all(procs)
@@ -367,7 +369,10 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
         f"duplicates; {errors} non-200 or socket errors -> {'OK' if lost == 0 else 'DATA LOST'}",
         file=out,
     )
-    print(f"redis: {forks} forks (AOF rewrites) during the run", file=out)
+    print(
+        f"redis: {forks} forks (AOF rewrites) during the run; the last took {fork_ms:.1f} ms",
+        file=out,
+    )
     if records < acknowledged or queued != records:
         print("data check: records or queued messages fewer than acknowledged webhooks", file=out)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,13 +41,23 @@ def new_log_id(now: float) -> str:
 
 
 def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    if SECRET_HEADERS.isdisjoint(map(str.lower, headers)):
+        return dict(headers)  # nothing to hide: the usual webhook (its token is in the query)
     return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+# A secret parameter's value, where the names are written plainly (no %-escapes or "+").
+_PLAIN_SECRET = re.compile(
+    "(^|&)(" + "|".join(sorted(SECRET_PARAMS)) + ")=[^&]*", flags=re.IGNORECASE
+)
 
 
 def redact_query(query: str) -> str:
     """The query string with the values of secret parameters replaced (kept as sent otherwise)."""
     if "=" not in query:
         return query
+    if "%" not in query and "+" not in query:
+        return _PLAIN_SECRET.sub(rf"\1\2={REDACTED}", query)
     parts = []
     for part in query.split("&"):
         key, sep, _ = part.partition("=")
