@@ -379,3 +379,16 @@ def test_create_pushes_the_message_once_and_not_for_a_dedup_hit(store: FaxStore)
     assert store.redis.lrange("celery", 0, -1) == [b'{"task": "third"}', b'{"task": "first"}']
     store.create(make())  # no queue: nothing pushed
     assert store.redis.llen("celery") == 2
+
+
+def test_a_stored_record_is_its_to_json(store: FaxStore) -> None:
+    import orjson
+
+    record = FaxRecord.new(
+        Direction.INBOUND, "acct", "primevox", raw={"a": ["1", "2"]}, provider_ids={"fax_id": "9"}
+    )
+    record.due_at = 1763884212.125
+    store.create(record)
+    stored = store.redis.get(f"fr:fax:{record.id}")
+    assert stored is not None and orjson.loads(stored) == record.to_json()
+    assert list(orjson.loads(stored)) == list(record.to_json())  # the fields in their order

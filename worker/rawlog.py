@@ -120,7 +120,7 @@ class LogEntry:
         return base64.b64decode(self.body_b64)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        return orjson.dumps(self)  # a dataclass: orjson writes its fields in order
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> LogEntry:

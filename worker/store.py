@@ -180,8 +180,9 @@ return 0
 
 
 def _dumps(record: FaxRecord) -> bytes:
-    # orjson: several times faster than json on the webhook's hot path (fields in their order).
-    return orjson.dumps(record.to_json())
+    # orjson writes the dataclass itself, fields in their order and the enums as their values:
+    # the same JSON as record.to_json() gives, without building that dict on every write.
+    return orjson.dumps(record)
 
 
 def _loads(raw: bytes | str | None) -> FaxRecord | None:
