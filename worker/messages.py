@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import binascii
 import functools
+import operator
 import os
+import re
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -71,13 +74,26 @@ def _quoted(value: str) -> str:
     return orjson.dumps(value).decode()
 
 
+class _Template(NamedTuple):
+    """The skeleton cut at its placeholders: ``head``, then each placeholder's value followed by
+    the text after it (``tails``); ``pick`` takes the values in placeholder order."""
+
+    head: str
+    tails: tuple[str, ...]
+    pick: Callable[[tuple[str, str, str, str]], tuple[str, ...]]
+
+
+_PLACES = (_ID, _BODY, _ARGSREPR, _KWARGSREPR)  # the values' order in task_message
+
+
 @functools.lru_cache(maxsize=64)
-def _template(task: str, queue: str) -> str:
-    """The skeleton as a ``%`` format: its values go in with one C-level call per message."""
-    template = _skeleton(task, queue).replace("%", "%%")
-    for name, place in (("id", _ID), ("body", _BODY), ("args", _ARGSREPR), ("kwargs", _KWARGSREPR)):
-        template = template.replace(_quoted(place), f"%({name})s")
-    return template
+def _template(task: str, queue: str) -> _Template:
+    quoted = {_quoted(place): n for n, place in enumerate(_PLACES)}
+    pattern = re.compile("|".join(re.escape(q) for q in quoted))
+    skeleton = _skeleton(task, queue)
+    texts = pattern.split(skeleton)
+    order = [quoted[m] for m in pattern.findall(skeleton)]
+    return _Template(texts[0], tuple(texts[1:]), operator.itemgetter(*order))
 
 
 def task_message(
@@ -89,14 +105,16 @@ def task_message(
 ) -> str:
     """The JSON text the kombu Redis transport stores on a queue's list for one task.
 
-    Filled into a skeleton made once per task and queue: a fraction of the cost of building and
-    serialising the whole envelope on every webhook.
+    Joined from a skeleton cut once per task and queue, in C-level calls: a fraction of the cost of
+    building and serialising the whole envelope on every webhook.
     """
     kwargs = kwargs or {}
     body = orjson.dumps([list(args), kwargs, _EMBED])
-    return _template(task, queue) % {
-        "id": _quoted(task_id) if task_id else f'"{ids.uuid4()}"',  # hex and dashes: no escaping
-        "body": f'"{binascii.b2a_base64(body, newline=False).decode()}"',  # base64: no escaping
-        "args": _quoted(repr(list(args))),
-        "kwargs": _quoted(repr(kwargs)) if kwargs else '"{}"',
-    }
+    values = (
+        _quoted(task_id) if task_id else f'"{ids.uuid4()}"',  # hex and dashes: no escaping
+        f'"{binascii.b2a_base64(body, newline=False).decode()}"',  # base64: no escaping
+        _quoted(repr(list(args))),
+        _quoted(repr(kwargs)) if kwargs else '"{}"',
+    )
+    head, tails, pick = _template(task, queue)
+    return head + "".join(map(operator.add, pick(values), tails))
