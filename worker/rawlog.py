@@ -46,9 +46,13 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
-# A secret parameter's value, where the names are written plainly (no %-escapes or "+").
+# A secret parameter's value, where the names are written plainly (no %-escapes or "+"): the text
+# after "name=" at the start or after "&". Lookbehinds only, so the replacement is a plain string.
 _PLAIN_SECRET = re.compile(
-    "(^|&)(" + "|".join(sorted(SECRET_PARAMS)) + ")=[^&]*", flags=re.IGNORECASE
+    "(?:"
+    + "|".join(f"(?<=(?<![^&]){re.escape(name)}=)" for name in sorted(SECRET_PARAMS))
+    + ")[^&]*",
+    flags=re.IGNORECASE,
 )
 
 
@@ -57,7 +61,7 @@ def redact_query(query: str) -> str:
     if "=" not in query:
         return query
     if "%" not in query and "+" not in query:
-        return _PLAIN_SECRET.sub(rf"\1\2={REDACTED}", query)
+        return _PLAIN_SECRET.sub(REDACTED, query)
     parts = []
     for part in query.split("&"):
         key, sep, _ = part.partition("=")
