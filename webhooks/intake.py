@@ -238,11 +238,11 @@ class WebhookRoutes:
                 _error(413, "too_large", f"body over {settings.webhook_max_bytes} bytes"),
             )
         except ClientDisconnect:  # gone before the body was in: logged, answered to nobody
-            response = await self._refuse(
-                entry, _error(499, "client_disconnected", "the client left mid-body")
+            return await self._refuse(
+                entry,
+                _error(499, "client_disconnected", "the client left mid-body"),
+                outcome="disconnected",
             )
-            entry.outcome = "disconnected"
-            return response
         entry.body_b64 = rawlog.b64(body[: settings.webhook_log_body_bytes])
         entry.body_size = len(body)
         entry.truncated = len(body) > settings.webhook_log_body_bytes
@@ -257,8 +257,10 @@ class WebhookRoutes:
             entry.status, entry.outcome = 503, "storage_down"
             return _error(503, "unavailable", "storage unavailable; retry later")
 
-    async def _refuse(self, entry: rawlog.LogEntry, response: Answer) -> Answer:
-        entry.status, entry.outcome = response.status_code, "refused"
+    async def _refuse(
+        self, entry: rawlog.LogEntry, response: Answer, outcome: str = "refused"
+    ) -> Answer:
+        entry.status, entry.outcome = response.status_code, outcome
         entry.detail = bytes(response.body).decode(errors="replace")[:500]
         try:
             await rawlog.write(self.ctx.store.redis, entry, self.ctx.settings.webhook_log_days)
