@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -207,6 +208,10 @@ def test_primevox_webhook_archives_identical_bytes_with_sidecar(
     assert sidecar["id"] == fax_id and sidecar["pages"] == 3
     assert record.pages == 3 and record.sha256 == fax["sha256"]
     assert [h["state"] for h in record.history] == ["received", "fetching", "archived"]
+    # PrimeVox keeps a received fax 30 days from its receivedAt (whole seconds in the webhook).
+    received = datetime.strptime(record.raw["receivedAt"], "%Y-%m-%d %H:%M:%S")
+    expected = received.replace(tzinfo=UTC) + timedelta(days=30)
+    assert record.expires_at == expected.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
 
 def test_same_webhook_three_times_is_one_record_and_one_object(

@@ -27,6 +27,7 @@ from .domain import (
     FaxRecord,
     State,
     iso,
+    iso_at,
     parse_iso,
     utcnow,
 )
@@ -52,7 +53,8 @@ def new_inbound_record(runtime: Runtime, account_name: str, fax: InboundFax) -> 
     account = runtime.settings.account(account_name)
 
     retention = provider_class(account.provider).inbound_retention_days
-    received = fax.received_at or utcnow()
+    now = time.time()
+    received = fax.received_at.timestamp() if fax.received_at is not None else now
     record = FaxRecord.new(
         Direction.INBOUND,
         account_name,
@@ -66,8 +68,8 @@ def new_inbound_record(runtime: Runtime, account_name: str, fax: InboundFax) -> 
     if fax.download_url:
         record.work["download_url"] = fax.download_url
     if retention is not None:
-        record.expires_at = iso(received + timedelta(days=retention))
-    record.due_at = time.time() + runtime.settings.wake_grace
+        record.expires_at = iso_at(received + retention * 86400.0)
+    record.due_at = now + runtime.settings.wake_grace
     return record
 
 
