@@ -195,8 +195,6 @@ class WebhookRoutes:
             path=scope["path"],
             query=query,
             headers=headers,
-            body=b"",
-            body_cap=self.ctx.settings.webhook_log_body_bytes,
         )
         response = await self._handle(receive, route, name, query, headers, entry)
         if name not in self.ctx.settings.accounts:
@@ -243,9 +241,7 @@ class WebhookRoutes:
                 _error(499, "client_disconnected", "the client left mid-body"),
                 outcome="disconnected",
             )
-        entry.body_b64 = rawlog.b64(body[: settings.webhook_log_body_bytes])
-        entry.body_size = len(body)
-        entry.truncated = len(body) > settings.webhook_log_body_bytes
+        entry.keep_body(body, settings.webhook_log_body_bytes)
         try:
             if route == "inbound":
                 return await self._inbound(account, cls.webhook_ack, headers, body, entry)

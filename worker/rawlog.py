@@ -100,10 +100,10 @@ class LogEntry:
         path: str,
         query: str,
         headers: dict[str, str],
-        body: bytes,
-        body_cap: int,
         now: float | None = None,
     ) -> LogEntry:
+        """The entry for a request as it arrives, secrets redacted; its body comes with
+        ``keep_body`` once read."""
         now = now if now is not None else time.time()
         return cls(
             id=new_log_id(now),
@@ -114,10 +114,16 @@ class LogEntry:
             path=path,
             query=redact_query(query),
             headers=redact_headers(headers),
-            body_b64=b64(body[:body_cap]),
-            body_size=len(body),
-            truncated=len(body) > body_cap,
+            body_b64="",
+            body_size=0,
+            truncated=False,
         )
+
+    def keep_body(self, body: bytes, cap: int) -> None:
+        """The request's body, up to ``cap`` bytes (``truncated`` says when it was longer)."""
+        self.body_b64 = b64(body[:cap])
+        self.body_size = len(body)
+        self.truncated = len(body) > cap
 
     @property
     def body(self) -> bytes:
