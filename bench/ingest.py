@@ -155,6 +155,7 @@ class RunResult:
     max_ms: float
     cpu_us: float = 0.0  # server CPU (web process, plus Redis for ours) per request
     web_cpu_us: float = 0.0  # the web process alone
+    forks: int = 0  # Redis forks (AOF rewrites) that started during the round
 
     @property
     def rps(self) -> float:
@@ -232,6 +233,11 @@ def verify(client: redis.Redis, ids: list[str]) -> tuple[int, int, int, int]:
     return len(ids), missing, records, queued
 
 
+def forks_so_far(client: redis.Redis) -> int:
+    """Redis's fork count: each AOF rewrite forks, and the pause shows in ours' tail latency."""
+    return int(client.info("stats").get("total_forks", 0))
+
+
 def choose_loader(wanted: str) -> str:
     if wanted == "wrk" and shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (apt-get install -y wrk), or use --loadgen python")
@@ -297,6 +303,7 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
             ids_dir = tmp / "ids"
             ids_dir.mkdir()
             results: list[RunResult] = []
+            client = redis.Redis.from_url(redis_url)
             # Warm-up (not counted): imports, connection pools, the Lua script's first load.
             warm_ok = 0
             for n, target in enumerate(("ours", "bare")):
@@ -308,7 +315,9 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                     time.sleep(0.5)
                     ids_out = ids_dir / f"r{r}-{target}" if target == "ours" else None
                     cpu_before = [cpu_seconds(p) for p in pids[target]]
+                    forks_before = forks_so_far(client)
                     result = loader.run(target, urls[target], args.seconds, f"{2 + r}{n}", ids_out)
+                    result.forks = forks_so_far(client) - forks_before
                     cpu = [
                         cpu_seconds(p) - b for p, b in zip(pids[target], cpu_before, strict=True)
                     ]
@@ -319,17 +328,15 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                         f"  round {r + 1} {target:4}: {result.rps:8.0f} req/s  "
                         f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
                         f"max {result.max_ms:7.2f} ms  cpu {result.cpu_us:5.0f} us/req "
-                        f"(web {result.web_cpu_us:3.0f})  "
+                        f"(web {result.web_cpu_us:3.0f})  redis forks {result.forks}  "
                         f"({result.requests} requests, "
                         f"{result.ok} x 200, {result.errors} errors)",
                         file=out,
                     )
             # --- did every 200 leave a record? ---------------------------------------------
-            client = redis.Redis.from_url(redis_url)
             ids = collect_ids(ids_dir)
             ours_ok = sum(x.ok for x in results if x.target == "ours")
             seen, missing, records, queued = verify(client, ids)
-            # Each AOF rewrite forks Redis: a pause that shows in ours' tail latency, not bare's.
             stats = client.info("stats")
             forks = int(stats.get("total_forks", 0))
             fork_ms = int(stats.get("latest_fork_usec", 0)) / 1000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -269,6 +270,31 @@ def test_bad_token_oversized_and_garbage_are_refused_and_logged(system: System) 
     assert kept.body == b"\x00\x01 this is not a webhook"
     assert all("wrong" not in e.query for e in entries)  # tokens are redacted
     assert all(e.headers.get("authorization") in (None, "[redacted]") for e in entries)
+
+
+def test_a_client_that_leaves_mid_body_is_kept_in_the_log(system: System) -> None:
+    from urllib.parse import urlsplit
+
+    from worker.rawlog import list_entries
+
+    url = urlsplit(system.webhook_url("pv"))
+    probe = f"left-{time.time_ns()}"
+    body = b"efaxID=1&fileUrl="
+    head = (
+        f"POST {url.path}?{url.query}&probe={probe} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 5000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        conn.sendall(head.encode() + body)  # 17 of the 5,000 bytes promised, then gone
+
+    def left() -> Any:
+        entries = list_entries(system.store().redis, limit=50, account="pv")
+        return next((e for e in entries if probe in e.query), None)
+
+    entry = wait_for(left, 15, "the half-sent webhook in the raw log")
+    assert (entry.outcome, entry.status) == ("disconnected", 499)
+    assert body.startswith(entry.body)  # what had arrived when the client left (maybe nothing)
+    assert "token=[redacted]" in entry.query
 
 
 def _post_primevox(system: System, account: str, url: str, efax_id: str) -> str:

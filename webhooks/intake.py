@@ -22,7 +22,7 @@ import anyio
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from config.celery_app import INTAKE_QUEUE, POLL_QUEUE
@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 
 class BodyTooLarge(Exception):
     pass
+
+
+class ClientLeft(Exception):
+    """The client went away before its whole body was in; ``partial`` is what had arrived."""
+
+    def __init__(self, partial: bytes) -> None:
+        super().__init__("the client left mid-body")
+        self.partial = partial
 
 
 @dataclass
@@ -95,7 +103,7 @@ async def read_capped(headers: dict[str, str], receive: Receive, limit: int) -> 
     size = 0
     while True:
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect
+            raise ClientLeft(b"".join(chunks))
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -235,7 +243,8 @@ class WebhookRoutes:
                 entry,
                 _error(413, "too_large", f"body over {settings.webhook_max_bytes} bytes"),
             )
-        except ClientDisconnect:  # gone before the body was in: logged, answered to nobody
+        except ClientLeft as left:  # gone before the body was in: logged, answered to nobody
+            entry.keep_body(left.partial, settings.webhook_log_body_bytes)
             return await self._refuse(
                 entry,
                 _error(499, "client_disconnected", "the client left mid-body"),
