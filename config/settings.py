@@ -8,6 +8,7 @@ Secrets are ``SecretStr``: they print as ``**********`` in reprs, logs and error
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tomllib
@@ -15,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,6 +52,32 @@ PROVIDER_FIELDS: dict[str, dict[str, bool]] = {
 }
 SECRET_FIELDS = frozenset({"auth", "client_secret", "api_password", "token"})
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# The event types worker/events.py emits; defined here so that a subscriber's ``types`` are checked
+# at load without importing the worker.
+EVENT_TYPES = (
+    "fax.received",
+    "fax.archived",
+    "fax.archive_at_risk",
+    "fax.submitted",
+    "fax.delivered",
+    "fax.failed",
+    "fax.cancelled",
+)
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret, ``whsec_`` + base64.
+
+    Bare base64 is accepted too, as the reference library does. Raises ValueError (without the
+    secret in it) when the secret is anything else, rather than signing with a key nobody shares.
+    """
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:  # binascii.Error, or a non-ASCII character
+        key = b""
+    if not key:
+        raise ValueError("must be whsec_ followed by base64 (a Standard Webhooks secret)")
+    return key
 
 
 class ConfigError(Exception):
@@ -124,6 +152,31 @@ class Subscriber(BaseModel):
     url: str
     secret: SecretStr
     types: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _usable(self) -> Subscriber:
+        # Checked here: a bad URL or secret otherwise fails every delivery until retries run out,
+        # and a misspelt type silently matches nothing.
+        problems = []
+        try:
+            url = httpx.URL(self.url)
+        except httpx.InvalidURL:
+            url = httpx.URL()
+        if url.scheme not in ("http", "https") or not url.host:
+            problems.append("url must be an http(s) URL with a host")
+        try:
+            webhook_secret_key(self.secret.get_secret_value())
+        except ValueError as exc:
+            problems.append(f"secret {exc}")
+        unknown = [t for t in self.types if t not in EVENT_TYPES]
+        if unknown:
+            problems.append(
+                f"unknown event type {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(EVENT_TYPES)})"
+            )
+        if problems:
+            raise ValueError(f"subscriber {self.url!r}: " + "; ".join(problems))
+        return self
 
     def wants(self, event_type: str) -> bool:
         return not self.types or event_type in self.types
@@ -203,6 +256,14 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("event_secret")
+    @classmethod
+    def _event_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # compose.yaml passes an unset FAXRELAY_EVENT_SECRET as ""
+        webhook_secret_key(value.get_secret_value())
         return value
 
     @field_validator("accounts", mode="before")

@@ -313,3 +313,13 @@ def test_large_upload_peak_memory_stays_far_below_the_file_size(big_upload: BigU
     assert big_upload.peak_mb < 40, (
         f"the upload added {big_upload.peak_mb:.0f} MB of RSS for a {SIZE // 2**20} MB file"
     )
+
+
+def test_the_providers_receipt_time_dates_the_archive_and_the_sidecar(archive: Archive) -> None:
+    record = inbound("2024-03-01T00:00:05.000000Z")  # recorded just after midnight …
+    record.work["received_at"] = "2024-02-29T23:58:00.000000Z"  # … received just before it
+    stored = archive.archive_inbound(record, io.BytesIO(PDF), pages=1)
+    assert stored.key == f"{archive.prefix}inbound/main/2024/02/29/{record.id}.pdf"
+    sidecar = json.loads(archive.get_bytes(archive.key_for("inbound", record, "json")))
+    assert sidecar["received_at"] == "2024-02-29T23:58:00.000000Z"
+    assert sidecar["pages"] == 1  # counted from the PDF; the provider said 2

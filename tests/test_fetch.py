@@ -6,6 +6,9 @@ refusal is proven by its staying empty; resolvers are stand-ins that return fixe
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
+
 import httpx
 import pytest
 
@@ -32,6 +35,13 @@ NOT_PUBLIC = [
     "64:ff9b::a00:1",  # NAT64
     "2002:a00:1::1",  # 6to4
     "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "::10.0.0.1",  # IPv4-compatible (::/96)
+    "::8.8.8.8",
+    "::ffff:0:a00:1",  # IPv4-translated (::ffff:0:0:0/96)
+    "::ffff:0:808:808",
+    "fec0::1",  # site-local (deprecated)
+    "feff::1",
+    "4000::1",  # reserved: outside global unicast 2000::/3
     "ff02::1",
     "not an address",
 ]
@@ -142,4 +152,27 @@ def test_other_schemes_are_refused() -> None:
     recorder = Recorder()
     transport = GuardedTransport(["files.example.com"], inner=httpx.MockTransport(recorder))
     with pytest.raises(URLRefused):
-        transport.check(httpx.URL("ftp://files.example.com/fax.pdf"))
+        transport.check(httpx.Request("GET", "ftp://files.example.com/fax.pdf"))
+
+
+def unresolvable(host: str, port: int) -> list[str]:
+    raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+
+@pytest.mark.parametrize(
+    ("resolver", "says"),
+    [(unresolvable, "Temporary failure in name resolution"), (lambda h, p: [], "no address")],
+)
+def test_a_name_that_does_not_resolve_is_a_connect_error_not_a_refusal(
+    resolver: Callable[[str, int], list[str]], says: str
+) -> None:
+    """A DNS outage is retried like any connection failure; only the rules refuse for good."""
+    recorder = Recorder()
+    transport = GuardedTransport(
+        ["files.example.com"], resolver=resolver, inner=httpx.MockTransport(recorder)
+    )
+    with httpx.Client(transport=transport) as http, pytest.raises(httpx.ConnectError) as failed:
+        http.get("https://files.example.com/fax.pdf")
+    assert recorder.sent == []
+    assert "'files.example.com'" in str(failed.value) and says in str(failed.value)
+    assert failed.value.request.url == "https://files.example.com/fax.pdf"

@@ -6,11 +6,13 @@ HTTP). Address rules are proven end to end only with loopback canaries.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,9 +24,12 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from config.celery_app import INTAKE_QUEUE
 from sandbox import ucx as sb_ucx
+from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET
 from tests.system import SUBSCRIBER_SECRET, System, sandbox_fire, wait_for
+from tests.test_pdfcheck import SELF_REFERENCE
 from worker.archive import s3_client
+from worker.domain import parse_iso
 from worker.messages import task_message
 from worker.store import dedup_key
 
@@ -520,8 +525,197 @@ def test_delete_after_archive_removes_the_providers_copy(system: System, sandbox
         INTAKE_QUEUE, task_message("faxrelay.reconcile_account", INTAKE_QUEUE, ["ucx-del"])
     )
     record = wait_for(lambda: _archived_with(system, "ucx-del", fax["sha256"]), 30, "archive")
-    wait_for(lambda: fax["id"] not in sandbox.sb.inbound["ucx"], 30, "the provider's copy gone")
+    wait_for(lambda: fax["jobid"] not in sandbox.sb.inbound["ucx"], 30, "the provider's copy gone")
     deletes = sandbox.requests("ucx", "recorddelete")
     assert len(deletes) == 1
     archived = s3_client(system.s3_endpoint).get_object(Bucket=BUCKET, Key=record.archive["key"])
     assert hashlib.sha256(archived["Body"].read()).hexdigest() == fax["sha256"]
+
+
+# --- one fax, one archive, one set of events ---------------------------------------------------
+
+
+def unique_pdf(pages: int = 1) -> str:
+    """A PDF no other test sends (the sandbox's own are the same bytes for the same pages), base64."""
+    return base64.b64encode(make_pdf(pages, label=f"fax {uuid.uuid4().hex}")).decode()
+
+
+def reconcile(system: System, account: str) -> None:
+    system.store().redis.lpush(
+        INTAKE_QUEUE, task_message("faxrelay.reconcile_account", INTAKE_QUEUE, [account])
+    )
+
+
+def delivered(system: System, receiver: Receiver, *fax_ids: str) -> list[tuple[str, str]]:
+    """(fax id, type) of the events about these faxes, once every one emitted has arrived."""
+    redis = system.store().redis
+
+    def undelivered() -> list[bytes]:
+        entries = (redis.get(key) for key in redis.scan_iter("fr:delivery:*"))
+        return [e for e in entries if e and json.loads(e)["fax_id"] in fax_ids]
+
+    wait_for(lambda: not undelivered(), 30, "the events to be delivered")
+    events = (json.loads(body) for _, body in list(receiver.received))
+    return [(e["data"]["id"], e["type"]) for e in events if e["data"]["id"] in fax_ids]
+
+
+def test_a_pdf_pypdf_cannot_read_is_quarantined(system: System, sandbox: Any) -> None:
+    # pypdf's AttributeError escaped the check: the record stayed "fetching", downloaded again
+    # each time its lease lapsed, never quarantined and never expired.
+    fax = new_inbound(sandbox, pdf_base64=base64.b64encode(SELF_REFERENCE).decode())
+    fire(system, sandbox, fax["id"])
+    record = system.wait_state(fax_id_for(system, "pv", fax["id"]), "failed")
+    assert record.reason == "not_pdf"
+    assert record.reason_detail.startswith("the PDF cannot be parsed: AttributeError")
+    assert record.archive["key"].startswith("quarantine/pv/")
+    body = s3_client(system.s3_endpoint).get_object(Bucket=BUCKET, Key=record.archive["key"])
+    assert body["Body"].read() == SELF_REFERENCE
+    assert len(sandbox.requests("primevox", "download")) == 1
+
+
+def test_archive_date_and_sidecar_follow_the_providers_receipt_and_the_pdf(
+    system: System, sandbox: Any
+) -> None:
+    sandbox.control("clock", advance=-3 * 86400)  # received three days ago
+    try:
+        fax = new_inbound(sandbox, pages=5, pdf_base64=unique_pdf(pages=2))  # "5 pages": wrong
+    finally:
+        sandbox.control("clock", advance=3 * 86400)
+    fire(system, sandbox, fax["id"])
+    fax_id = fax_id_for(system, "pv", fax["id"])
+    record = system.wait_state(fax_id, "archived")
+    received = datetime.strptime(record.raw["receivedAt"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert record.archive["key"] == f"inbound/pv/{received:%Y/%m/%d}/{fax_id}.pdf"
+    s3 = s3_client(system.s3_endpoint)
+    sidecar = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=record.archive["key"][:-4] + ".json")["Body"].read()
+    )
+    assert parse_iso(sidecar["received_at"]) == received
+    assert sidecar["pages"] == record.pages == 2
+
+
+def test_an_archive_longer_than_the_lease_runs_once(
+    system: System, sandbox: Any, receiver: Receiver
+) -> None:
+    fax = new_inbound(sandbox, provider="ucx", pdf_base64=unique_pdf())
+    # The download outlasts the 6 s lease: the sweeper wakes the record meanwhile.
+    sandbox.control("faults", provider="ucx", operation="filedownload", kind="hang", seconds=10)
+    reconcile(system, "ucx-del")
+    fax_id = wait_for(lambda: fax_id_for_or_none(system, "ucx-del", fax["jobid"]), 30, "record")
+    record = system.wait_state(fax_id, "archived", timeout=60)
+    assert record.sha256 == fax["sha256"]
+    assert len(sandbox.requests("ucx", "filedownload")) == 1  # no second worker started
+    wait_for(lambda: sandbox.requests("ucx", "recorddelete"), 30, "the provider's copy deleted")
+    assert len(sandbox.requests("ucx", "recorddelete")) == 1
+    types = sorted(t for _, t in delivered(system, receiver, fax_id))
+    assert types == ["fax.archived", "fax.received"]
+
+
+def fax_id_for_or_none(system: System, account: str, provider_fax_id: str) -> str | None:
+    raw = system.store().redis.get(dedup_key(f"in:{account}", provider_fax_id))
+    return str(json.loads(raw)["id"]) if raw is not None else None
+
+
+@pytest.mark.parametrize("callback_first", [True, False], ids=["callback-first", "listing-first"])
+def test_a_voipms_fax_called_back_without_an_id_and_listed_later_is_archived_once(
+    system: System, sandbox: Any, receiver: Receiver, callback_first: bool
+) -> None:
+    """voip.ms's callback with the PDF but no id names the fax by its content; the listing names
+    it by voip.ms's own id. Either way round: one archive, one fax.archived."""
+    fax = new_inbound(sandbox, provider="voipms", pdf_base64=unique_pdf())
+
+    def callback() -> str:
+        answer = fire(system, sandbox, fax["id"], account="vm", with_id=False, with_pdf=True)
+        assert answer["body"] == "ok" and answer["headers"]["faxrelay-outcome"] == "accepted"
+        return str(answer["headers"]["faxrelay-fax-id"])
+
+    def listing() -> str:
+        reconcile(system, "vm")
+        return wait_for(lambda: fax_id_for_or_none(system, "vm", fax["id"]), 30, "reconcile")
+
+    first = callback() if callback_first else listing()
+    system.wait_state(first, "archived")
+    second = listing() if callback_first else callback()
+    duplicate = system.wait_state(second, "failed")
+    assert duplicate.reason == "duplicate" and first in duplicate.reason_detail
+    assert duplicate.sha256 == fax["sha256"] and duplicate.archive == {}
+
+    pdfs = [k for k in objects("inbound/vm/", system.s3_endpoint) if k.endswith(".pdf")]
+    assert [k for k in pdfs if first in k or second in k] == [system.record(first).archive["key"]]
+
+    def staged() -> list[str]:
+        return [k for k in objects("staging/vm/", system.s3_endpoint) if first in k or second in k]
+
+    wait_for(lambda: not staged(), 30, "the staged copy removed")
+    events = delivered(system, receiver, first, second)
+    assert [e for e in events if e[1] != "fax.received"] == [(first, "fax.archived")]
+
+
+def test_a_webhook_refused_for_its_token_is_kept_whole_and_replays_once_fixed(
+    system: System, sandbox: Any
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from worker.rawlog import list_entries
+
+    fax = new_inbound(sandbox)
+    refused = sandbox_fire(
+        sandbox.url,
+        provider="primevox",
+        kind="inbound",
+        url=system.webhook_url("pv", token="rotated-away"),
+        id=fax["id"],
+    )
+    assert refused["status"] == 401
+    entry = next(
+        e
+        for e in list_entries(system.store().redis, limit=50, account="pv")
+        if f"efaxID={fax['id']}".encode() in e.body
+    )
+    assert (entry.status, entry.truncated) == (401, False)
+    env = {**os.environ, **{k: v for k, v in system.env.items() if k.startswith("FAXRELAY_")}}
+    replayed = subprocess.run(
+        [sys.executable, "-m", "webhooks.cli", "webhooks", "replay", entry.id, "--url", system.web_url],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "outcome=accepted" in replayed.stdout
+    system.wait_state(fax_id_for(system, "pv", fax["id"]), "archived")
+
+
+def test_inputs_that_once_crashed_the_intake_are_answered_and_logged(system: System) -> None:
+    from worker.rawlog import list_entries
+
+    url = f"{system.web_url}/webhooks/pv/inbound"
+    probe = f"probe{time.time_ns()}"
+    # A Basic header that is not ASCII: no password given, so 401 (was a 500).
+    odd_auth = httpx.post(
+        f"{url}?probe={probe}a", content=b"a=b", headers={"authorization": b"Basic \xe9\xe9"}
+    )
+    assert odd_auth.status_code == 401
+    # A page count that isdigit() takes but int() does not: no page count (was a 500).
+    superscript = httpx.post(
+        system.webhook_url("pv") + f"&probe={probe}b",
+        data={"efaxID": f"{probe}b", "fileUrl": "http://127.0.0.1:9/f.pdf", "pages": "²"},
+    )
+    assert superscript.status_code == 200, superscript.text
+    assert system.record(superscript.headers["faxrelay-fax-id"]).pages is None
+    # A multipart part in a charset Python does not know: read as UTF-8 (was a 500).
+    boundary = "b0undary"
+    multipart = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=efaxID\r\n"
+        f"Content-Type: text/plain; charset=bogus-8\r\n\r\n{probe}c\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=fileUrl\r\n\r\n"
+        f"http://127.0.0.1:9/f.pdf\r\n--{boundary}--\r\n"
+    ).encode()
+    odd_charset = httpx.post(
+        system.webhook_url("pv") + f"&probe={probe}c",
+        content=multipart,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert odd_charset.status_code == 200, odd_charset.text
+    entries = list_entries(system.store().redis, limit=50, account="pv")
+    logged = {e.query.rsplit("probe=", 1)[1]: e.status for e in entries if probe in e.query}
+    assert logged == {f"{probe}a": 401, f"{probe}b": 200, f"{probe}c": 200}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from webhooks.intake import BodyTooLarge, ClientLeft, decoded_headers, read_capped
+from webhooks.intake import BodyTooLarge, ClientLeft, decoded_headers, read_capped, read_prefix
 
 
 def test_decoded_headers_are_what_decoding_each_pair_gives() -> None:
@@ -70,3 +70,22 @@ def test_a_client_that_leaves_mid_body() -> None:
     with pytest.raises(ClientLeft) as left:
         _read(messages, 10)
     assert left.value.partial == b"ab"  # what had arrived, for the raw log
+
+
+def test_a_body_over_the_limit_keeps_what_was_read() -> None:
+    chunks = [{"type": "http.request", "body": b"x" * 6, "more_body": True}] * 3
+    with pytest.raises(BodyTooLarge) as refused:
+        _read(chunks, 10)
+    assert refused.value.partial == b"x" * 12  # for the raw log; the third chunk is never read
+
+
+def test_a_refused_body_is_read_up_to_the_log_cap_and_no_further() -> None:
+    messages = [{"type": "http.request", "body": b"ab", "more_body": True}] * 4
+    messages.append({"type": "http.request", "body": b"z"})
+    receive = _receiver(messages)
+    assert asyncio.run(read_prefix(receive, 3)) == (b"abab", False)
+    assert asyncio.run(read_prefix(receive, 10)) == (b"ababz", True)  # the rest was left unread
+    gone = _receiver(
+        [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.disconnect"}]
+    )
+    assert asyncio.run(read_prefix(gone, 10)) == (b"ab", False)

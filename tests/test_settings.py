@@ -344,6 +344,69 @@ def test_subscribers(config) -> None:
     assert first.secret.get_secret_value() == "whsec_AAAA"
 
 
+GOOD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_good_subscriber_forms_load(config) -> None:
+    subscribers = [
+        {"url": "https://a.example/hook", "secret": GOOD_SECRET, "types": ["fax.received"]},
+        # Bare base64 is what the reference library (and faxrelay's signing) reads too.
+        {"url": "http://127.0.0.1:8080/events", "secret": GOOD_SECRET.removeprefix("whsec_")},
+    ]
+    config(render(subscribers=subscribers))
+    assert [s.url for s in load_settings().subscribers] == [s["url"] for s in subscribers]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("secret", "whsec_abc", "secret must be whsec_ followed by base64"),
+        ("secret", "s3cr3t-for-acme", "secret must be whsec_ followed by base64"),
+        ("secret", "whsec_", "secret must be whsec_ followed by base64"),
+        ("secret", "whsec_ab-cd", "secret must be whsec_ followed by base64"),
+        ("url", "ftp://a.example/hook", "url must be an http(s) URL with a host"),
+        ("url", "a.example/hook", "url must be an http(s) URL with a host"),
+        ("url", "https:///hook", "url must be an http(s) URL with a host"),
+        ("types", ["fax.failed", "fax.recieved"], "unknown event type 'fax.recieved' (known: "),
+    ],
+)
+def test_bad_subscriber_is_refused_naming_it(field: str, value: Any, problem: str, config) -> None:
+    good = {"url": "https://b.example/hook", "secret": GOOD_SECRET}
+    bad = {"url": "https://a.example/hook", "secret": GOOD_SECRET, field: value}
+    text = load_error(render(subscribers=[good, bad]), config)
+    assert text.startswith(f"subscribers.1: subscriber {bad['url']!r}: {problem}")
+    assert GOOD_SECRET.removeprefix("whsec_") not in text
+    if field == "secret" and value != "whsec_":
+        assert value.removeprefix("whsec_") not in text
+
+
+def test_subscriber_with_several_problems_lists_them_all(config) -> None:
+    bad = {"url": "mailto:ops@example.org", "secret": "s3cr3t", "types": ["fax.sent"]}
+    text = load_error(render(subscribers=[bad]), config)
+    assert text.startswith("subscribers.0: subscriber 'mailto:ops@example.org': url must be")
+    assert "; secret must be whsec_" in text and "; unknown event type 'fax.sent'" in text
+
+
+@pytest.mark.parametrize("value", ["whsec_abc", "s3cr3t-for-acme"])
+def test_event_secret_that_is_not_base64_is_refused(value: str, monkeypatch) -> None:
+    monkeypatch.setenv("FAXRELAY_EVENT_SECRET", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert (
+        str(info.value)
+        == "event_secret: must be whsec_ followed by base64 (a Standard Webhooks secret)"
+    )
+
+
+def test_event_secret_good_or_empty(monkeypatch) -> None:
+    monkeypatch.setenv("FAXRELAY_EVENT_SECRET", GOOD_SECRET)
+    secret = load_settings().event_secret
+    assert secret is not None and secret.get_secret_value() == GOOD_SECRET
+    # compose.yaml passes an unset variable as "": no secret, not an empty key.
+    monkeypatch.setenv("FAXRELAY_EVENT_SECRET", "")
+    assert load_settings().event_secret is None
+
+
 # --- errors about the file itself ------------------------------------------------------------
 
 
@@ -383,7 +446,7 @@ def test_unreadable_config_file_gives_config_error(
 
 
 def all_secret_values() -> list[str]:
-    return [*SECRETS.values(), "api-tok-SECRET-a", "api-tok-SECRET-b", "whsec_EVENTSECRET"]
+    return [*SECRETS.values(), "api-tok-SECRET-a", "api-tok-SECRET-b", "whsec_EVENTSECRET0"]
 
 
 def secret_setup(config, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> None:
@@ -395,7 +458,7 @@ def secret_setup(config, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> None:
         )
     )
     monkeypatch.setenv("FAXRELAY_API_TOKENS", "api-tok-SECRET-a,api-tok-SECRET-b")
-    monkeypatch.setenv("FAXRELAY_EVENT_SECRET", "whsec_EVENTSECRET")
+    monkeypatch.setenv("FAXRELAY_EVENT_SECRET", "whsec_EVENTSECRET0")
 
 
 def test_secrets_not_in_repr_or_str(config, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -395,13 +395,16 @@ def webhooks_replay(log_id: str, url: str | None) -> None:
     """Send a stored webhook request to faxrelay again (dedup makes this safe)."""
     from worker.rawlog import get_entry
 
-    settings = load_settings()
+    settings = _settings()  # the running system's configuration, as _redis() uses
     entry = get_entry(_redis(), log_id)
     if entry is None:
         click.echo(f"no webhook log entry {log_id}", err=True)
         raise SystemExit(1)
     if entry.truncated:
-        click.echo("the stored body was truncated; it cannot be replayed", err=True)
+        click.echo(
+            "the stored body is incomplete (truncated or cut short); it cannot be replayed",
+            err=True,
+        )
         raise SystemExit(1)
     account = settings.accounts.get(entry.account)
     if account is None or account.webhook_token is None:
@@ -954,10 +957,9 @@ def events_verify(
     tolerance: float,
 ) -> None:
     """Check an event's Standard Webhooks signature: prints ok, or why not (exit 1)."""
-    import base64
-    import binascii
     import hmac
 
+    from config.settings import webhook_secret_key
     from worker.events import sign
 
     if request_file is not None:
@@ -984,10 +986,8 @@ def events_verify(
     except ValueError:
         _fail(f"not verified: webhook-timestamp {headers['webhook-timestamp']!r} is not a number")
     try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if not secret.startswith("whsec_") or not key:
+        webhook_secret_key(secret)  # the forms faxrelay signs with: whsec_ + base64, or bare base64
+    except ValueError:
         _fail("the secret is not a whsec_ secret (whsec_ followed by base64)", 2)
     expected = sign(secret, headers["webhook-id"], timestamp, body).split(",", 1)[1]
     given = [

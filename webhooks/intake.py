@@ -9,7 +9,6 @@ script, with the raw log entry in the same round trip. Every request, refused on
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import io
 import json
@@ -43,7 +42,12 @@ log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
-    pass
+    """The body is over the limit; ``partial`` is what had been read (nothing when the declared
+    length said so)."""
+
+    def __init__(self, partial: bytes = b"") -> None:
+        super().__init__("body over the limit")
+        self.partial = partial
 
 
 class ClientLeft(Exception):
@@ -73,7 +77,7 @@ def token_matches(query: str, headers: dict[str, str], account: Account) -> bool
         if header[:6].lower() == "basic ":
             try:
                 given = base64.b64decode(header[6:]).decode().partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64, not ASCII, not UTF-8: no password given
                 given = ""
     return hmac.compare_digest(given.encode(), expected)
 
@@ -97,7 +101,7 @@ async def read_capped(headers: dict[str, str], receive: Receive, limit: int) -> 
     if message["type"] == "http.request" and not message.get("more_body", False):
         body: bytes = message.get("body", b"")  # the whole body in one message: the usual case
         if len(body) > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(body)
         return body
     chunks: list[bytes] = []
     size = 0
@@ -106,12 +110,29 @@ async def read_capped(headers: dict[str, str], receive: Receive, limit: int) -> 
             raise ClientLeft(b"".join(chunks))
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
         chunks.append(chunk)
+        if size > limit:
+            raise BodyTooLarge(b"".join(chunks))
         if not message.get("more_body", False):
             return b"".join(chunks)
         message = await receive()
+
+
+async def read_prefix(receive: Receive, cap: int) -> tuple[bytes, bool]:
+    """Up to about ``cap`` bytes of a body that will not be used (a refused request's, kept in
+    the raw log so that it can be replayed), and whether that was all of it. Reads no further."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False  # the client left
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+    return b"".join(chunks), False
 
 
 class Answer:
@@ -204,7 +225,15 @@ class WebhookRoutes:
             query=query,
             headers=headers,
         )
-        response = await self._handle(receive, route, name, query, headers, entry)
+        try:
+            response = await self._handle(receive, route, name, query, headers, entry)
+        except Exception:
+            # A bug, or an input nobody foresaw: still answered, and kept in the raw log so that
+            # it can be replayed once fixed (PrimeVox cannot list faxes: the log is all there is).
+            log.exception("webhook %s %s failed", scope["method"], scope["path"])
+            response = await self._refuse(
+                entry, _error(500, "internal_error", "internal error; retry later"), "error"
+            )
         if name not in self.ctx.settings.accounts:
             name = "(unknown)"  # the path is the caller's: keep label values bounded
         outcome = entry.outcome
@@ -225,26 +254,32 @@ class WebhookRoutes:
         settings = self.ctx.settings
         account = settings.accounts.get(name)
         if account is None:
-            return await self._refuse(entry, _error(404, "unknown_account", f"no account {name!r}"))
+            return await self._refuse_unread(
+                receive, entry, _error(404, "unknown_account", f"no account {name!r}")
+            )
         cls = provider_class(account.provider)
         if route == "status" and not cls.capabilities.status_webhook:
-            return await self._refuse(
+            return await self._refuse_unread(
+                receive,
                 entry,
                 _error(404, "no_status_webhook", f"{account.provider} sends no status webhook"),
             )
         if not token_matches(query, headers, account):
-            return await self._refuse(
-                entry, _error(401, "bad_token", "webhook token missing or wrong")
+            return await self._refuse_unread(
+                receive, entry, _error(401, "bad_token", "webhook token missing or wrong")
             )
         try:
             body = await read_capped(headers, receive, settings.webhook_max_bytes)
-        except BodyTooLarge:
-            return await self._refuse(
-                entry,
-                _error(413, "too_large", f"body over {settings.webhook_max_bytes} bytes"),
-            )
+        except BodyTooLarge as refused:
+            too_large = _error(413, "too_large", f"body over {settings.webhook_max_bytes} bytes")
+            if not refused.partial:  # refused by its declared length: nothing read yet
+                return await self._refuse_unread(receive, entry, too_large)
+            entry.keep_body(refused.partial, settings.webhook_log_body_bytes)
+            entry.truncated = True  # it went on: never replayable
+            return await self._refuse(entry, too_large)
         except ClientLeft as left:  # gone before the body was in: logged, answered to nobody
             entry.keep_body(left.partial, settings.webhook_log_body_bytes)
+            entry.truncated = True
             return await self._refuse(
                 entry,
                 _error(499, "client_disconnected", "the client left mid-body"),
@@ -259,8 +294,23 @@ class WebhookRoutes:
             return await self._refuse(entry, _error(422, "unparseable", str(exc)))
         except (RedisError, OSError, BotoCoreError, ClientError) as exc:
             log.error("webhook for %s not recorded: storage unavailable: %s", name, exc)
-            entry.status, entry.outcome = 503, "storage_down"
-            return _error(503, "unavailable", "storage unavailable; retry later")
+            # Logged if Redis is up (S3 was the one down); answered 503 either way.
+            return await self._refuse(
+                entry,
+                _error(503, "unavailable", "storage unavailable; retry later"),
+                "storage_down",
+            )
+
+    async def _refuse_unread(
+        self, receive: Receive, entry: rawlog.LogEntry, response: Answer
+    ) -> Answer:
+        """Refused before its body was read: the log still gets the body (up to its cap), so a
+        webhook refused for a configuration mistake (a rotated token) can be replayed once fixed."""
+        cap = self.ctx.settings.webhook_log_body_bytes
+        body, whole = await read_prefix(receive, cap)
+        entry.keep_body(body, cap)
+        entry.truncated = entry.truncated or not whole
+        return await self._refuse(entry, response)
 
     async def _refuse(
         self, entry: rawlog.LogEntry, response: Answer, outcome: str = "refused"
@@ -307,6 +357,8 @@ class WebhookRoutes:
         )
         if not created.created:
             entry.outcome = "duplicate"  # the script logged it so; this copy feeds the metrics
+            if event.pdf is not None:  # the first delivery's record has its own staged copy
+                await self._unstage(record)
         return self._ack(ack, entry.outcome, created.record)
 
     async def _stage_pdf(self, record: FaxRecord, event: InboundEvent) -> None:
@@ -321,6 +373,18 @@ class WebhookRoutes:
 
         await anyio.to_thread.run_sync(upload)
         record.work["staged_key"] = key
+
+    async def _unstage(self, record: FaxRecord) -> None:
+        key = str(record.work.get("staged_key", ""))
+        archive = self.ctx.archive
+
+        def delete() -> None:
+            archive.client.delete_object(Bucket=archive.bucket, Key=key)
+
+        try:
+            await anyio.to_thread.run_sync(delete)
+        except (BotoCoreError, ClientError) as exc:  # an orphan in staging/, not a loss
+            log.warning("staged copy %s of a duplicate webhook not deleted: %s", key, exc)
 
     async def _status(
         self, account: Account, headers: dict[str, str], body: bytes, entry: rawlog.LogEntry

@@ -113,7 +113,7 @@ class Archive:
 
     # --- keys ---------------------------------------------------------------------
     def key_for(self, area: str, record: FaxRecord, ext: str = "pdf") -> str:
-        received = (parse_iso(record.created_at) or utcnow()).astimezone(UTC)
+        received = (parse_iso(received_at(record)) or utcnow()).astimezone(UTC)
         return f"{self.prefix}{area}/{record.account}/{_date_path(received)}/{record.id}.{ext}"
 
     # --- bucket -------------------------------------------------------------------
@@ -192,10 +192,18 @@ class Archive:
 
     # --- faxes ----------------------------------------------------------------------
     def archive_inbound(
-        self, record: FaxRecord, stream: IO[bytes], sha256: str | None = None
+        self,
+        record: FaxRecord,
+        stream: IO[bytes],
+        sha256: str | None = None,
+        *,
+        size: int | None = None,
+        pages: int | None = None,
     ) -> Stored:
-        """The received PDF and its sidecar; skips the PDF upload when already archived."""
-        stored = self.put_file(self.key_for("inbound", record), stream, sha256=sha256)
+        """The received PDF and its sidecar; skips the PDF upload when already archived.
+
+        ``pages``: as counted from the PDF (default: the provider's count on the record)."""
+        stored = self.put_file(self.key_for("inbound", record), stream, sha256=sha256, size=size)
         sidecar = {
             "id": record.id,
             "account": record.account,
@@ -203,9 +211,9 @@ class Archive:
             "provider_ids": record.provider_ids,
             "from": record.from_number,
             "to": record.to_number,
-            "pages": record.pages,
+            "pages": pages if pages is not None else record.pages,
             "sha256": stored.sha256,
-            "received_at": record.created_at,
+            "received_at": received_at(record),
             "archived_at": iso(utcnow()),
         }
         self.put_json(self.key_for("inbound", record, "json"), sidecar)
@@ -220,6 +228,12 @@ class Archive:
         )
         metrics.archived("quarantine", stored.uploaded, None)
         return stored
+
+
+def received_at(record: FaxRecord) -> str:
+    """When the provider received the fax (kept by ``inbound.new_inbound_record``), else when
+    faxrelay created the record: the archive's date and the sidecar's ``received_at``."""
+    return str(record.work.get("received_at") or record.created_at)
 
 
 def _since(moment: str | None) -> float | None:

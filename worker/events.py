@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import redis
 
-from config.settings import Settings
+from config.settings import EVENT_TYPES as EVENT_TYPES
+from config.settings import Settings, Subscriber, webhook_secret_key
 
 from . import metrics
 from .domain import FaxRecord, iso, utcnow
@@ -35,25 +36,12 @@ log = logging.getLogger(__name__)
 
 DELIVERY_PREFIX = "fr:delivery:"
 DELIVERIES_DUE = "fr:deliveries:due"
-EVENT_TYPES = (
-    "fax.received",
-    "fax.archived",
-    "fax.archive_at_risk",
-    "fax.submitted",
-    "fax.delivered",
-    "fax.failed",
-    "fax.cancelled",
-)
-
-
-def _secret_bytes(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix("whsec_"))
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` header value for one body."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
+    digest = hmac.new(webhook_secret_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
@@ -61,16 +49,28 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+def subscriber_key(subscriber: Subscriber) -> str:
+    """Which subscriber a delivery is for, stable across restarts and not the secret itself.
+
+    The URL alone is not enough: two subscribers may share one URL with different secrets.
+    """
+    secret = subscriber.secret.get_secret_value()
+    return hashlib.sha256(f"faxrelay-subscriber:{subscriber.url}:{secret}".encode()).hexdigest()[
+        :16
+    ]
+
+
 @dataclass(frozen=True)
 class Target:
     url: str
     secret: str
     kind: str  # "callback" (URL from a caller: host rules apply) or "subscriber" (configured)
+    subscriber: str = ""  # subscriber_key() of a subscriber target
 
 
 def targets_for(settings: Settings, record: FaxRecord, event_type: str) -> list[Target]:
     out = [
-        Target(s.url, s.secret.get_secret_value(), "subscriber")
+        Target(s.url, s.secret.get_secret_value(), "subscriber", subscriber_key(s))
         for s in settings.subscribers
         if s.wants(event_type)
     ]
@@ -98,6 +98,7 @@ def emit(client: redis.Redis, settings: Settings, record: FaxRecord, event_type:
             "fax_id": record.id,
             "url": target.url,
             "kind": target.kind,
+            "subscriber": target.subscriber,
             "body": body,
             "attempts": 0,
             "last_error": "",
@@ -113,10 +114,11 @@ def emit(client: redis.Redis, settings: Settings, record: FaxRecord, event_type:
 def _secret_for(settings: Settings, entry: dict[str, Any]) -> str | None:
     if entry["kind"] == "callback":
         return settings.event_secret.get_secret_value() if settings.event_secret else None
+    key = entry.get("subscriber")  # absent in deliveries recorded before it was kept: URL only
     for subscriber in settings.subscribers:
-        if subscriber.url == entry["url"]:
+        if subscriber.url == entry["url"] and key in (None, subscriber_key(subscriber)):
             return subscriber.secret.get_secret_value()
-    return None
+    return None  # that subscriber was removed or its secret changed
 
 
 def deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
@@ -139,34 +141,24 @@ def _deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
         client.zrem(DELIVERIES_DUE, delivery_id)
         log.warning("event %s: no secret for its target any more; dropped", delivery_id)
         return "gone"
-    timestamp = int(time.time())
-    body = entry["body"].encode()
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": delivery_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, delivery_id, timestamp, body),
-        "user-agent": "faxrelay",
-    }
-    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-    error = ""
     permanent = False
     try:
-        if entry["kind"] == "callback":
-            with guarded_client(settings.callback_hosts, timeout=timeout) as http:
-                answer = http.post(entry["url"], content=body, headers=headers)
-        else:
-            with httpx.Client(timeout=timeout) as http:
-                answer = http.post(entry["url"], content=body, headers=headers)
-        if 200 <= answer.status_code < 300:
-            client.delete(DELIVERY_PREFIX + delivery_id)
-            client.zrem(DELIVERIES_DUE, delivery_id)
-            return "delivered"
-        error = f"HTTP {answer.status_code}"
+        status = _post(settings, entry, delivery_id, secret)
     except URLRefused as exc:
         error, permanent = str(exc), True
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        # Anything else (a secret that does not decode, a URL httpx cannot parse) is a failed
+        # attempt too: a crash here would never be counted, and the sweeper would retry forever.
+        log.exception("event %s: delivery failed locally", delivery_id)
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        if 200 <= status < 300:
+            client.delete(DELIVERY_PREFIX + delivery_id)
+            client.zrem(DELIVERIES_DUE, delivery_id)
+            return "delivered"
+        error = f"HTTP {status}"
     entry["attempts"] += 1
     entry["last_error"] = error
     exhausted = EVENT.max_attempts is not None and entry["attempts"] >= EVENT.max_attempts
@@ -179,6 +171,25 @@ def _deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
     client.set(DELIVERY_PREFIX + delivery_id, json.dumps(entry), ex=14 * 86400)
     client.zadd(DELIVERIES_DUE, {delivery_id: time.time() + delay})
     return "retry"
+
+
+def _post(settings: Settings, entry: dict[str, Any], delivery_id: str, secret: str) -> int:
+    """Sign and send one delivery; returns the HTTP status."""
+    timestamp = int(time.time())
+    body = entry["body"].encode()
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, delivery_id, timestamp, body),
+        "user-agent": "faxrelay",
+    }
+    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+    if entry["kind"] == "callback":
+        with guarded_client(settings.callback_hosts, timeout=timeout) as http:
+            return http.post(entry["url"], content=body, headers=headers).status_code
+    with httpx.Client(timeout=timeout) as http:
+        return http.post(entry["url"], content=body, headers=headers).status_code
 
 
 def claim_due_deliveries(client: redis.Redis, grace: float, limit: int = 500) -> list[str]:

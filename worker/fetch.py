@@ -5,8 +5,10 @@ sends each hop through the transport) it:
 
 1. refuses a host that is not in the allowed set, without opening a connection;
 2. for a host given by name, resolves it and refuses it unless every address is public (no
-   loopback, private, link-local, CGNAT, multicast, reserved, or IPv4 inside IPv6) — unless the
-   account allows private networks;
+   loopback, private, link-local, site-local, CGNAT, multicast, reserved, or IPv4 inside IPv6) —
+   unless the account allows private networks. A name that does not resolve (or resolves to
+   nothing) is not refused: it raises ``httpx.ConnectError``, a transient failure the callers
+   retry, since a DNS outage must not fail a fax for good;
 3. connects to the address it checked (the Host header and TLS server name keep the name), so a
    second, different DNS answer cannot slip in between check and connect.
 
@@ -24,14 +26,23 @@ import httpx
 
 Resolver = Callable[[str, int], list[str]]
 
-# IPv6 ranges that carry an IPv4 address inside them.
+# IPv6 ranges that carry an IPv4 address inside them: IPv4-compatible, IPv4-translated, NAT64,
+# 6to4, Teredo. (IPv4-mapped ::ffff:0:0/96 is ``ipv4_mapped``.)
 _EMBEDDED_V4 = tuple(
-    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32")
+    ipaddress.ip_network(n)
+    for n in (
+        "::/96",
+        "::ffff:0:0:0/96",
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",
+        "2002::/16",
+        "2001::/32",
+    )
 )
 
 
 class URLRefused(Exception):
-    """The URL's host is not allowed, or resolves to an address that is not public."""
+    """The URL's host is not allowed, or resolves to an address that is not public (final)."""
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
@@ -48,9 +59,10 @@ def is_public_address(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None or ip.sixtofour is not None or ip.teredo is not None:
             return False
-        if any(ip in net for net in _EMBEDDED_V4):
+        if ip.is_site_local or any(ip in net for net in _EMBEDDED_V4):
             return False
-    return ip.is_global and not ip.is_multicast
+    # Python 3.11's is_global lets reserved IPv6 space (e.g. 4000::/3) through.
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 def is_ip_literal(host: str) -> bool:
@@ -95,8 +107,10 @@ class GuardedTransport(httpx.BaseTransport):
         self.resolver = resolver
         self.inner = inner or httpx.HTTPTransport()
 
-    def check(self, url: httpx.URL) -> str:
-        """The address to connect to for ``url``; raises URLRefused."""
+    def check(self, request: httpx.Request) -> str:
+        """The address to connect to for ``request``; raises URLRefused, or httpx.ConnectError
+        when the name does not resolve."""
+        url = request.url
         host = url.host.lower()
         text = str(url)
         if url.scheme not in ("http", "https"):
@@ -108,9 +122,11 @@ class GuardedTransport(httpx.BaseTransport):
         try:
             addresses = self.resolver(host, url.port or (443 if url.scheme == "https" else 80))
         except OSError as exc:
-            raise URLRefused(text, f"host {host!r} does not resolve: {exc}") from exc
+            raise httpx.ConnectError(
+                f"host {host!r} does not resolve: {exc}", request=request
+            ) from exc
         if not addresses:
-            raise URLRefused(text, f"host {host!r} does not resolve")
+            raise httpx.ConnectError(f"host {host!r} resolves to no address", request=request)
         if not self.allow_private:
             for address in addresses:
                 if not is_public_address(address):
@@ -118,7 +134,7 @@ class GuardedTransport(httpx.BaseTransport):
         return addresses[0]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        address = self.check(request.url)
+        address = self.check(request)
         if address == request.url.host:
             return self.inner.handle_request(request)
         pinned = httpx.Request(

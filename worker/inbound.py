@@ -2,11 +2,15 @@
 
 Steps (each a plain function; ``tasks.py`` wraps them):
 
-- ``handle_inbound``  after a webhook: announce ``fax.received``, then archive.
-- ``archive_fax``     download under the URL rules to a temporary file, check it is a PDF, archive it
-                      with its sidecar, mark the record ``archived``. Transient failures retry with
-                      backoff until the provider's copy expires (``retry.ARCHIVE``); a 404 retries a
-                      few times (``retry.ARCHIVE_NOT_FOUND``); a refused URL or a non-PDF fails at once.
+- ``handle_inbound``  after a webhook: archive (the same step as the sweeper's wake-ups).
+- ``archive_fax``     announce ``fax.received`` once, download under the URL rules to a temporary
+                      file, check it is a PDF, archive it with its sidecar, mark the record
+                      ``archived``. Transient and unforeseen failures retry with backoff until the
+                      provider's copy expires (``retry.ARCHIVE``); a 404 retries a few times
+                      (``retry.ARCHIVE_NOT_FOUND``); a refused URL or a non-PDF fails at once.
+                      A PDF already archived under another record of the account, when one of the
+                      two is known only by its content (voip.ms's callback without an id), ends
+                      as ``duplicate`` of that record.
 - ``reconcile``       list what the provider holds and record anything no webhook announced.
 
 Only one worker works on a record at a time (a lease in Redis); a worker that dies loses its lease
@@ -15,6 +19,7 @@ and the sweeper wakes the record again, so a killed worker costs a retry, never 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -22,6 +27,7 @@ from datetime import timedelta
 from typing import IO, Any
 
 from . import metrics
+from .archive import sha256_of
 from .domain import (
     Direction,
     FaxRecord,
@@ -65,6 +71,7 @@ def new_inbound_record(runtime: Runtime, account_name: str, fax: InboundFax) -> 
         provider_ids={"fax_id": fax.provider_fax_id},
         raw=fax.raw,
     )
+    record.work["received_at"] = iso_at(received)  # the archive's date and sidecar say so
     if fax.download_url:
         record.work["download_url"] = fax.download_url
     if retention is not None:
@@ -79,28 +86,38 @@ def inbound_fax_of(record: FaxRecord) -> InboundFax:
         from_number=record.from_number,
         to_number=record.to_number,
         pages=record.pages,
-        received_at=parse_iso(record.created_at),
+        received_at=parse_iso(record.work.get("received_at") or record.created_at),
         download_url=str(record.work.get("download_url", "")),
         raw=record.raw,
     )
 
 
 def handle_inbound(runtime: Runtime, fax_id: str) -> None:
-    record = runtime.store.find(fax_id)
-    if record is None or record.direction != Direction.INBOUND:
-        return
-    if not record.work.get("announced"):
-
-        def mark(r: FaxRecord) -> None:
-            r.work["announced"] = True
-
-        record, _ = runtime.store.update(fax_id, mark)
-        runtime.emit(record, "fax.received")
     archive_fax(runtime, fax_id)
 
 
+def _announce(runtime: Runtime, record: FaxRecord) -> None:
+    """``fax.received`` once per record, before anything else happens to it (under the lease)."""
+    if record.work.get("announced"):
+        return
+
+    def mark(r: FaxRecord) -> None:
+        r.work["announced"] = True
+
+    announced, _ = runtime.store.update(record.id, mark)
+    runtime.emit(announced, "fax.received")
+
+
 def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: Any) -> None:
-    record = save_step(runtime, fax_id, State.FAILED, reason=reason, detail=detail, fields=changes)
+    record = save_step(
+        runtime,
+        fax_id,
+        State.FAILED,
+        reason=reason,
+        detail=detail,
+        fields=changes,
+        live_only=True,
+    )
     if record is not None:
         log.warning("fax %s failed: %s (%s)", fax_id, reason, detail)
         runtime.emit(record, "fax.failed")
@@ -128,17 +145,21 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
         and not record.work.get("at_risk_sent")
     )
 
-    def mutate(r: FaxRecord) -> None:
-        r.attempts["download"] = attempts
-        r.attempts[kind] = attempts_of_kind
-        r.work["last_error"] = detail
-        r.history.append({"state": str(r.state), "at": iso(utcnow()), "note": f"retry: {detail}"})
-        if at_risk:
-            r.work["at_risk_sent"] = True
-        r.due_at = due
-        r.work["not_before"] = due  # duplicate wake-ups before then are ignored
-
-    updated, _ = runtime.store.update(record.id, mutate)
+    work: dict[str, Any] = {"last_error": detail, "not_before": due}  # earlier wake-ups: ignored
+    if at_risk:
+        work["at_risk_sent"] = True
+    updated = save_step(
+        runtime,
+        record.id,
+        None,
+        note=f"retry: {detail}",
+        due_at=due,
+        work=work,
+        attempts={"download": attempts, kind: attempts_of_kind},
+        live_only=True,  # another worker archived it meanwhile: nothing to retry
+    )
+    if updated is None:
+        return
     metrics.retry("download", kind)
     log.info(
         "fax %s: download attempt %d failed (%s); next in %.0f s",
@@ -161,7 +182,7 @@ def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
 
 
 def archive_fax(runtime: Runtime, fax_id: str) -> None:
-    with fax_context(fax_id), leased(runtime, fax_id) as mine:
+    with fax_context(fax_id), leased(runtime, fax_id, renew=True) as mine:
         if mine:
             _archive(runtime, fax_id)
 
@@ -173,12 +194,24 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
         return
     if record.scheduled_later(time.time()):
         return  # a duplicate wake-up (e.g. the sweeper while this one was queued)
+    _announce(runtime, record)
     lease_due = time.time() + runtime.settings.lease_seconds
-    record = (
-        save_step(runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due) or record
+    fetching = save_step(
+        runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due, live_only=True
     )
-    if record.final:
-        return
+    if fetching is None:
+        return  # another worker finished it meanwhile
+    try:
+        _fetch_and_archive(runtime, fetching)
+    except (
+        Exception
+    ) as exc:  # unforeseen (S3 down, a bug): retried until the provider's copy expires
+        log.exception("fax %s: archiving failed", fax_id)
+        _retry(runtime, fetching, ARCHIVE, "unexpected", f"{type(exc).__name__}: {exc}")
+
+
+def _fetch_and_archive(runtime: Runtime, record: FaxRecord) -> None:
+    fax_id = record.id
     with tempfile.NamedTemporaryFile(prefix="faxrelay-") as spool:
         try:
             _download(runtime, record, spool)
@@ -205,10 +238,17 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
                 sha256=stored.sha256,
             )
             return
+        digest, size = sha256_of(spool)
+        owner = _content_owner(runtime, record, digest)
+        if owner is not None:
+            _end_duplicate(runtime, record, owner, digest)
+            return
         note = "archived"
         if record.pages is not None and checked.pages != record.pages:
             note = f"archived; provider said {record.pages} pages, the PDF has {checked.pages}"
-        stored = runtime.archive.archive_inbound(record, spool)
+        stored = runtime.archive.archive_inbound(
+            record, spool, digest, size=size, pages=checked.pages
+        )
     archived = save_step(
         runtime,
         fax_id,
@@ -219,19 +259,65 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
             "sha256": stored.sha256,
             "pages": checked.pages,
         },
+        live_only=True,
     )
     if archived is None:
-        return
+        return  # another worker (whose lease had lapsed) archived it first: its event stands
     runtime.emit(archived, "fax.archived")
+    _clean_up(runtime, archived)
+
+
+def _content_owner(runtime: Runtime, record: FaxRecord, digest: str) -> FaxRecord | None:
+    """Claim the PDF's content for this record; the record that holds the same fax already.
+
+    The same bytes under two real provider ids are two faxes, both archived. The same fax
+    comes twice when one of the two records knows it only by its content: voip.ms's callback
+    with the PDF but no id (its id: ``sha256-…``), and its listing under voip.ms's own id."""
+    scope, key = inbound_dedup(record.account, f"sha256-{digest}")
+    claim = json.dumps({"id": record.id, "fingerprint": ""})  # as a dedup key reads
+    if runtime.store.redis.set(dedup_key(scope, key), claim, nx=True):
+        return None
+    owner = runtime.store.lookup(scope, key)
+    if owner is None or owner.id == record.id or owner.state == State.FAILED:
+        runtime.store.redis.set(dedup_key(scope, key), claim)  # nothing archived it: ours now
+        return None
+    return owner if _by_content(owner, digest) or _by_content(record, digest) else None
+
+
+def _by_content(record: FaxRecord, digest: str) -> bool:
+    fax_id = record.provider_ids.get("fax_id", "")
+    return fax_id.startswith("sha256-") and len(fax_id) >= 23 and digest.startswith(fax_id[7:])
+
+
+def _end_duplicate(runtime: Runtime, record: FaxRecord, owner: FaxRecord, digest: str) -> None:
+    """No second upload and no events: the fax's own are the other record's."""
+    ended = save_step(
+        runtime,
+        record.id,
+        State.FAILED,
+        reason="duplicate",
+        detail=f"the same fax as {owner.id} (the same PDF, sha256 {digest})",
+        fields={"sha256": digest},
+        live_only=True,
+    )
+    if ended is not None:
+        log.info("fax %s is a duplicate of %s", record.id, owner.id)
+        if owner.state == State.ARCHIVED:  # its copies are no longer needed
+            _clean_up(runtime, ended)
+
+
+def _clean_up(runtime: Runtime, record: FaxRecord) -> None:
+    """Once the PDF is in the archive: drop the staged copy, and the provider's if asked to."""
     staged = str(record.work.get("staged_key", ""))
     if staged:
         runtime.archive.client.delete_object(Bucket=runtime.archive.bucket, Key=staged)
-    account = runtime.settings.account(record.account)
-    if account.delete_after_archive:
+    if runtime.settings.account(record.account).delete_after_archive:
         try:
-            runtime.provider(record.account).delete_inbound(inbound_fax_of(archived))
+            runtime.provider(record.account).delete_inbound(inbound_fax_of(record))
         except ProviderError as exc:
-            log.warning("fax %s archived, but deleting the provider's copy failed: %s", fax_id, exc)
+            log.warning(
+                "fax %s archived, but deleting the provider's copy failed: %s", record.id, exc
+            )
 
 
 def reconcile_is_due(runtime: Runtime, account_name: str) -> bool:

@@ -72,7 +72,7 @@ class Runtime:
                     allow_private=account.allow_private_network,
                     timeout=self.timeout,
                 )
-                self._providers[account_name] = provider_for(account, http)
+                self._providers[account_name] = provider_for(account, http, self.timeout)
             return self._providers[account_name]
 
     def emit(self, record: FaxRecord, event_type: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,19 +17,56 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+# A renewed lease is held at most this many lease lengths: a worker stuck for good (a parse
+# that never ends) must not keep the record from the sweeper for ever.
+MAX_HOLD = 12
+# Extends the lease only while the token is still ours (it may have lapsed and been taken).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class _Final(Exception):
+    """The record is already final: nothing more is written to it."""
+
+
 @contextlib.contextmanager
-def leased(runtime: Runtime, fax_id: str) -> Iterator[bool]:
+def leased(runtime: Runtime, fax_id: str, *, renew: bool = False) -> Iterator[bool]:
     """Hold the record's lease while working on it; yields False if another worker has it.
 
-    A worker that dies loses its lease, and the sweeper wakes the record again."""
+    A worker that dies loses its lease, and the sweeper wakes the record again. ``renew``: extend
+    the lease each time half of it has passed (up to ``MAX_HOLD`` lease lengths), so that a long
+    download and upload is not started a second time by the sweeper; a killed worker's renewals
+    stop with it."""
     token = uuid.uuid4().hex
-    if not runtime.store.acquire_lease(fax_id, token, runtime.settings.lease_seconds):
+    seconds = runtime.settings.lease_seconds
+    if not runtime.store.acquire_lease(fax_id, token, seconds):
         yield False
         return
+    done = threading.Event()
+    if renew:
+        threading.Thread(
+            target=_keep_lease, args=(runtime, fax_id, token, done), daemon=True
+        ).start()
     try:
         yield True
     finally:
+        done.set()
         runtime.store.release_lease(fax_id, token)
+
+
+def _keep_lease(runtime: Runtime, fax_id: str, token: str, done: threading.Event) -> None:
+    seconds = runtime.settings.lease_seconds
+    key = f"fr:lease:{fax_id}"
+    for _ in range(2 * MAX_HOLD):
+        if done.wait(seconds / 2):
+            return
+        try:
+            if not runtime.store.redis.eval(_RENEW, 1, key, token, int(seconds * 1000)):
+                return  # lost (Redis restarted, or it lapsed): the sweeper's rules apply again
+        except Exception as exc:  # Redis unreachable: try again at the next half
+            log.warning("fax %s: lease not renewed: %s", fax_id, exc)
 
 
 def save_step(
@@ -46,6 +84,7 @@ def save_step(
     attempts: dict[str, int] | None = None,
     provider_ids: dict[str, str] | None = None,
     forward_only: bool = False,
+    live_only: bool = False,
 ) -> FaxRecord | None:
     """Move the record to ``target`` (None: stay) and update its bookkeeping in one write.
 
@@ -53,9 +92,13 @@ def save_step(
     work (ignored once final). Returns None when the move is illegal (the record moved on).
     ``forward_only``: where the record is already past ``target`` (a redial or failover resubmits
     a fax that is ``sending``), keep its state and save the rest instead of abandoning the write.
+    ``live_only``: write nothing and return None when the record is already final (another
+    worker finished it); so with a final ``target``, a returned record is one this write moved.
     """
 
     def mutate(record: FaxRecord) -> None:
+        if live_only and record.final:
+            raise _Final
         move = target
         if move is not None and forward_only and record.state != move:
             move = move if can_move(record, move) else None
@@ -83,5 +126,8 @@ def save_step(
         record, _ = runtime.store.update(fax_id, mutate)
     except IllegalTransition as exc:
         log.info("%s", exc)
+        return None
+    except _Final:
+        log.info("fax %s is already final; nothing saved", fax_id)
         return None
     return record

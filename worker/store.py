@@ -182,7 +182,10 @@ return 0
 def _dumps(record: FaxRecord) -> bytes:
     # orjson writes the dataclass itself, fields in their order and the enums as their values:
     # the same JSON as record.to_json() gives, without building that dict on every write.
-    return orjson.dumps(record)
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # an int beyond 64 bits in a provider's raw fields: orjson cannot write it
+        return json.dumps(record.to_json(), default=str).encode()
 
 
 def _loads(raw: bytes | str | None) -> FaxRecord | None:

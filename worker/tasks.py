@@ -11,7 +11,8 @@ from typing import Any
 from config.celery_app import app
 
 from . import events, inbound, outbound, sweeper
-from .runtime import get_runtime
+from .providers import provider_class
+from .runtime import RECONCILE_TASK, get_runtime
 
 
 @app.task(name="faxrelay.handle_inbound")
@@ -33,8 +34,11 @@ def reconcile_account(account: str) -> list[str]:
 def reconcile_all() -> None:
     runtime = get_runtime()
     for name, account in runtime.settings.accounts.items():
+        # A provider that cannot list received faxes would make each task return at once.
+        if not provider_class(account.provider).capabilities.list_inbound:
+            continue
         if account.reconcile_interval and inbound.reconcile_is_due(runtime, name):
-            runtime.send_task("faxrelay.reconcile_account", "faxrelay.intake", [name])
+            runtime.send_task(RECONCILE_TASK[0], RECONCILE_TASK[1], [name])
 
 
 @app.task(name="faxrelay.sweep")

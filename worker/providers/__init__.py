@@ -23,5 +23,8 @@ def provider_class(name: str) -> type[Provider]:
     return cls
 
 
-def provider_for(account: Account, http: httpx.Client) -> Provider:
-    return provider_class(account.provider)(account, http)
+def provider_for(
+    account: Account, http: httpx.Client, timeout: httpx.Timeout | None = None
+) -> Provider:
+    """The account's client; ``timeout`` (the configured one) replaces the provider's default."""
+    return provider_class(account.provider)(account, http, timeout)

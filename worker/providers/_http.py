@@ -106,7 +106,11 @@ def stream_to(
     sink: IO[bytes],
     max_bytes: int,
 ) -> int:
-    """Copy a streamed answer's body into ``sink``; refuse bodies over ``max_bytes``."""
+    """Copy a streamed answer's body into ``sink``; refuse bodies over ``max_bytes``.
+
+    The limit applies to the decoded bytes (a gzip bomb stops at it); the truncation check compares
+    Content-Length with the bytes on the wire, which for a Content-Encoding'd answer are fewer.
+    """
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise ProviderPermanentError(
@@ -121,12 +125,14 @@ def stream_to(
                     provider, operation, f"file is over the {max_bytes}-byte limit"
                 )
             sink.write(chunk)
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, httpx.DecodingError) as exc:  # a broken gzip stream too
         raise ProviderTransientError(
             provider, operation, f"download broke off after {written} bytes: {exc}"
         ) from exc
-    if declared and declared.isdigit() and written != int(declared):
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    received = response.num_bytes_downloaded if encoded else written
+    if declared and declared.isdigit() and received != int(declared):
         raise ProviderTransientError(
-            provider, operation, f"download truncated: {written} of {declared} bytes"
+            provider, operation, f"download truncated: {received} of {declared} bytes"
         )
     return written

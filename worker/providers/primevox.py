@@ -414,14 +414,17 @@ def _is_url(value: Any) -> bool:
     return bool(sep) and scheme.lower() in ("http", "https") and rest[:1] not in ("", "/", "?", "#")
 
 
+MAX_PAGES = 100_000  # a page count beyond this is not one (and would not fit in a record)
+
+
 def _int(value: Any) -> int | None:
+    """A page count: an int or ASCII digits (``isdigit`` alone also takes ``²``), in range."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    if isinstance(value, str):
+        text = value.strip()
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+    return value if isinstance(value, int) and 0 <= value <= MAX_PAGES else None
 
 
 EPOCH = re.compile(r"\d{9,13}(\.\d+)?")  # seconds or milliseconds since 1970
@@ -479,7 +482,10 @@ def _multipart_fields(content_type: str, body: bytes) -> tuple[dict[str, Any], b
                 pdf = data
         else:
             charset = part.get_content_charset() or "utf-8"
-            fields[name] = data.decode(charset, errors="replace")
+            try:
+                fields[name] = data.decode(charset, errors="replace")
+            except LookupError:  # a charset Python does not know
+                fields[name] = data.decode("utf-8", errors="replace")
     return fields, pdf
 
 

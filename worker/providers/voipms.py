@@ -241,10 +241,9 @@ def parse_date(value: object) -> datetime | None:
 
 
 def _int(value: object) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
+    """A page count: ASCII digits (``isdigit`` alone also takes ``²``) that fit in a record."""
+    text = str(value).strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
 
 
 def _items(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
@@ -917,7 +916,9 @@ class VoipMs(Provider):
         text_fields, files = _parse_body(media, content_type, body)
         raw: dict[str, Any] = {}
         for key, value in text_fields:
-            _keep(raw, key, value)
+            # A PDF sent as base64 text would put megabytes into the record (rewritten on every
+            # update, sent in every event): kept as its size, as file parts are.
+            _keep(raw, key, value if len(value) <= RAW_TEXT_MAX else f"<{len(value)} characters>")
         for part in files:
             _keep(
                 raw,
@@ -967,6 +968,9 @@ class _Lookup:
             if value:
                 return value
         return ""
+
+
+RAW_TEXT_MAX = 4096  # longer text fields are kept in ``raw`` as their length only
 
 
 def _keep(raw: dict[str, Any], key: str, value: Any) -> None:
