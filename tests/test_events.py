@@ -4,9 +4,7 @@ beat's reconcile fan-out (worker/tasks.py)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,6 +13,7 @@ import standardwebhooks
 from pydantic import SecretStr
 
 from config.settings import Settings, Subscriber
+from tests.test_inbound_e2e import Receiver
 from worker import events, runtime, tasks
 from worker.domain import Direction, FaxRecord, iso, utcnow
 from worker.retry import EVENT
@@ -22,28 +21,6 @@ from worker.runtime import RECONCILE_TASK, Runtime
 
 SECRET_A = "whsec_c3Vic2NyaWJlci1hLXNlY3JldC1mb3ItdGVzdHM="
 SECRET_B = "whsec_c3Vic2NyaWJlci1iLXNlY3JldC1mb3ItdGVzdHM="
-
-
-class Receiver:
-    """A loopback subscriber that keeps every request (headers, body) and answers 204."""
-
-    def __init__(self) -> None:
-        received: list[tuple[dict[str, str], bytes]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.received = received
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture
