@@ -19,7 +19,6 @@ and the sweeper wakes the record again, so a killed worker costs a retry, never 
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -41,11 +40,17 @@ from .fetch import URLRefused
 from .logctx import bind_fax, fax_context
 from .pdfcheck import check_pdf
 from .providers import provider_class
-from .providers.base import InboundFax, NotFoundError, ProviderError
+from .providers.base import (
+    CONTENT_ID_PREFIX,
+    InboundFax,
+    NotFoundError,
+    ProviderError,
+    is_content_id_of,
+)
 from .retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
 from .runtime import INBOUND_TASK, Runtime
 from .steps import leased, save_step
-from .store import dedup_key
+from .store import dedup_key, dedup_ref
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +208,7 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
         return  # another worker finished it meanwhile
     try:
         _fetch_and_archive(runtime, fetching)
-    except (
-        Exception
-    ) as exc:  # unforeseen (S3 down, a bug): retried until the provider's copy expires
+    except Exception as exc:  # unforeseen (S3 down, a bug): retried until the copy expires
         log.exception("fax %s: archiving failed", fax_id)
         _retry(runtime, fetching, ARCHIVE, "unexpected", f"{type(exc).__name__}: {exc}")
 
@@ -273,8 +276,8 @@ def _content_owner(runtime: Runtime, record: FaxRecord, digest: str) -> FaxRecor
     The same bytes under two real provider ids are two faxes, both archived. The same fax
     comes twice when one of the two records knows it only by its content: voip.ms's callback
     with the PDF but no id (its id: ``sha256-…``), and its listing under voip.ms's own id."""
-    scope, key = inbound_dedup(record.account, f"sha256-{digest}")
-    claim = json.dumps({"id": record.id, "fingerprint": ""})  # as a dedup key reads
+    scope, key = inbound_dedup(record.account, f"{CONTENT_ID_PREFIX}{digest}")
+    claim = dedup_ref(record.id)
     if runtime.store.redis.set(dedup_key(scope, key), claim, nx=True):
         return None
     owner = runtime.store.lookup(scope, key)
@@ -285,8 +288,7 @@ def _content_owner(runtime: Runtime, record: FaxRecord, digest: str) -> FaxRecor
 
 
 def _by_content(record: FaxRecord, digest: str) -> bool:
-    fax_id = record.provider_ids.get("fax_id", "")
-    return fax_id.startswith("sha256-") and len(fax_id) >= 23 and digest.startswith(fax_id[7:])
+    return is_content_id_of(record.provider_ids.get("fax_id", ""), digest)
 
 
 def _end_duplicate(runtime: Runtime, record: FaxRecord, owner: FaxRecord, digest: str) -> None:

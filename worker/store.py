@@ -48,6 +48,11 @@ def dedup_key(scope: str, key: str) -> str:
     return f"{PREFIX}key:{scope}:{key}"
 
 
+def dedup_ref(fax_id: str, fingerprint: str = "") -> str:
+    """What a dedup key holds (as the create script writes it)."""
+    return json.dumps({"id": fax_id, "fingerprint": fingerprint})
+
+
 DUE_KEY = f"{PREFIX}due"
 
 

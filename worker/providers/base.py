@@ -162,6 +162,21 @@ class OutgoingDocument:
     url: str = ""  # a presigned URL (PrimeVox downloads the file itself)
 
 
+# The provider fax id of a fax known only by its PDF (a callback that carries the file and no id):
+# this prefix and the PDF's sha256 hex digest (or its first 40+ digits). The archive step uses it to
+# see that the same fax, later listed under the provider's own id, is already archived.
+CONTENT_ID_PREFIX = "sha256-"
+
+
+def content_id(pdf_sha256: str) -> str:
+    return CONTENT_ID_PREFIX + pdf_sha256[:40]
+
+
+def is_content_id_of(provider_fax_id: str, pdf_sha256: str) -> bool:
+    digest = provider_fax_id.removeprefix(CONTENT_ID_PREFIX)
+    return digest != provider_fax_id and len(digest) >= 16 and pdf_sha256.startswith(digest)
+
+
 # InboundFax and InboundEvent are made on every inbound webhook, so they are plain dataclasses:
 # a frozen one's __init__ costs twice as much (nothing changes them after parsing).
 @dataclass

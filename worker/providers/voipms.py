@@ -64,6 +64,7 @@ from .base import (
     ProviderTransientError,
     SubmitResult,
     WebhookError,
+    content_id,
 )
 
 log = logging.getLogger(__name__)
@@ -936,7 +937,7 @@ class VoipMs(Provider):
             return InboundEvent(fax=None, raw=raw)
         if not fax_id:
             assert pdf is not None
-            fax_id = "sha256-" + hashlib.sha256(pdf).hexdigest()[:40]
+            fax_id = content_id(hashlib.sha256(pdf).hexdigest())
         _, from_number = parse_callerid(lookup.first(FROM_FIELDS))
         fax = InboundFax(
             provider_fax_id=fax_id,
