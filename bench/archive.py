@@ -46,7 +46,7 @@ from config.embedded import (
 from sandbox import primevox as sb_primevox
 from sandbox.core import Sandbox, StoredFax
 from tests.system import QUEUES, ROOT, System
-from worker.archive import s3_client
+from worker.io.archive import s3_client
 
 BUCKET = "faxrelay-bench"
 ACCOUNT = "pv"

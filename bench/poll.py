@@ -102,7 +102,7 @@ from worker.domain import FaxRecord, parse_iso
 from worker.providers.base import JobState
 from worker.providers.callerip import STATUS, CallerIP
 from worker.retry import Backoff
-from worker.store import fax_key
+from worker.store.records import fax_key
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

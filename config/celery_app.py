@@ -15,8 +15,8 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from .logging import TASK_ID, configure_logging
-from .settings import get_settings
+from config.logging import TASK_ID, configure_logging
+from config.settings import get_settings
 
 # Queues. Services on the same broker send ``faxrelay.send_fax`` to the default ``celery`` queue.
 DEFAULT_QUEUE = "celery"

@@ -78,7 +78,7 @@ class Redactor:
 
 def secret_values() -> list[str]:
     """Every secret the settings hold (best effort: invalid settings give none)."""
-    from .settings import SECRET_FIELDS, ConfigError, load_settings
+    from config.settings import SECRET_FIELDS, ConfigError, load_settings
 
     values: list[str] = []
     aws = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
@@ -164,7 +164,7 @@ class JsonFormatter(_Base):
 
 
 class TextFormatter(_Base):
-    """``2025-01-01T10:00:00.123Z INFO  worker.inbound [fax_id=… account=…] message``."""
+    """``2025-01-01T10:00:00.123Z INFO  worker.pipeline.inbound [fax_id=… account=…] message``."""
 
     def format(self, record: logging.LogRecord) -> str:
         data = self.fields(record)
@@ -201,7 +201,7 @@ class _StderrHandler(logging.StreamHandler[Any]):
 
 def use_json(stream: Any = None) -> bool:
     """JSON unless the stream is a terminal; ``FAXRELAY_LOG_FORMAT`` overrides."""
-    from .settings import ConfigError, load_settings
+    from config.settings import ConfigError, load_settings
 
     try:
         choice = load_settings().log_format

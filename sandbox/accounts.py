@@ -6,7 +6,7 @@ sandbox module accepts.
 
 from __future__ import annotations
 
-from . import callerip, primevox, ucx, voipms, voipnow
+from sandbox import callerip, primevox, ucx, voipms, voipnow
 
 
 def sandbox_accounts_toml(sandbox_url: str, webhook_token: str) -> str:

@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from .core import FAULT_KINDS, PROVIDERS, Fault, Sandbox, StoredFax
-from .pdf import make_pdf
+from sandbox.core import FAULT_KINDS, PROVIDERS, Fault, Sandbox, StoredFax
+from sandbox.pdf import make_pdf
 
 
 def _modules() -> dict[str, ModuleType]:

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .core import Job, Sandbox
+from sandbox.core import Job, Sandbox
 
 PROVIDER = "callerip"
 

@@ -54,7 +54,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .core import Job, LoggedRequest, Sandbox, StoredFax
+from sandbox.core import Job, LoggedRequest, Sandbox, StoredFax
 
 PROVIDER = "primevox"
 

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .core import Job, Sandbox, StoredFax
+from sandbox.core import Job, Sandbox, StoredFax
 
 NAME = "voipms"
 PATH = "/api/v1/rest.php"

@@ -16,8 +16,8 @@ import redis
 
 from config.embedded import SeaweedPorts, free_port, start_redis, start_seaweed
 from tests.sandbox_server import RunningSandbox, run_sandbox
-from worker.archive import Archive, s3_client
-from worker.store import FaxStore
+from worker.io.archive import Archive, s3_client
+from worker.store.records import FaxStore
 
 BUCKET = "faxrelay-test"
 

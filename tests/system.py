@@ -26,7 +26,7 @@ from sandbox import ucx as sb_ucx
 from sandbox import voipms as sb_voipms
 from sandbox import voipnow as sb_voipnow
 from worker.domain import FaxRecord
-from worker.store import FaxStore
+from worker.store.records import FaxStore
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

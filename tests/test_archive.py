@@ -18,8 +18,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import BUCKET
-from worker.archive import Archive, s3_client
 from worker.domain import Direction, FaxRecord, parse_iso, utcnow
+from worker.io.archive import Archive, s3_client
 
 ROOT = Path(__file__).resolve().parents[1]
 PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
@@ -232,7 +232,7 @@ SIZE = 200 * 1024 * 1024
 CHILD = textwrap.dedent(
     """
     import hashlib, os, resource, sys
-    from worker.archive import Archive, s3_client
+    from worker.io.archive import Archive, s3_client
 
     endpoint, bucket, key, path, size = sys.argv[1:6]
     size = int(size)

@@ -22,11 +22,11 @@ from sandbox import ucx as sb_ucx
 from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET
 from tests.system import EVENT_SECRET, ROOT, System
-from worker.archive import s3_client
 from worker.domain import State
-from worker.inbound import inbound_dedup
+from worker.io.archive import s3_client
+from worker.pipeline.inbound import inbound_dedup
 from worker.providers.base import InboundFax
-from worker.store import dedup_key
+from worker.store.records import dedup_key
 
 BAD_SECRET = "ucx-wrong-secret-5d1e77"
 
@@ -189,7 +189,7 @@ def test_faxes_list_show_and_cancel(system: System, sandbox: Any, tmp_path: Path
 
 
 def test_faxes_retry_wakes_an_inbound_record_now(system: System, sandbox: Any) -> None:
-    from worker.inbound import new_inbound_record
+    from worker.pipeline.inbound import new_inbound_record
     from worker.runtime import Runtime
 
     held = sandbox.control("inbound", provider="ucx", pages=1)

@@ -24,7 +24,7 @@ from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET
 from tests.system import API_TOKEN, ROOT, System, sandbox_fire, wait_for
 from worker.domain import FaxRecord
-from worker.store import dedup_key
+from worker.store.records import dedup_key
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "docs" / "screenshots"

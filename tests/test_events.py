@@ -14,8 +14,9 @@ from pydantic import SecretStr
 
 from config.settings import Settings, Subscriber
 from tests.test_inbound_e2e import Receiver
-from worker import events, runtime, tasks
+from worker import runtime, tasks
 from worker.domain import Direction, FaxRecord, iso, utcnow
+from worker.pipeline import events
 from worker.retry import EVENT
 from worker.runtime import RECONCILE_TASK, Runtime
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from worker.fetch import GuardedTransport, URLRefused, is_public_address
+from worker.io.fetch import GuardedTransport, URLRefused, is_public_address
 
 NOT_PUBLIC = [
     "10.0.0.1",

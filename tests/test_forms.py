@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import pytest
 
-from worker.forms import parse_form, query_value
+from worker.fastpath.forms import parse_form, query_value
 
 
 def _unwrapped(parsed: dict[str, list[str]]) -> dict[str, str | list[str]]:

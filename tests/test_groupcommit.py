@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from config.embedded import free_port, start_redis
-from worker.groupcommit import MAX_BATCH, GroupCommit
+from worker.store.groupcommit import MAX_BATCH, GroupCommit
 
 # Counts its runs per key, so a call that ran twice shows; refuses the argument "bad".
 SCRIPT = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from worker import ids
+from worker.fastpath import ids
 
 
 def test_random_parts_do_not_repeat_across_pool_refills() -> None:

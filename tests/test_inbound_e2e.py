@@ -28,10 +28,10 @@ from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET
 from tests.system import SUBSCRIBER_SECRET, System, sandbox_fire, wait_for
 from tests.test_pdfcheck import SELF_REFERENCE
-from worker.archive import s3_client
 from worker.domain import parse_iso
-from worker.messages import task_message
-from worker.store import dedup_key
+from worker.fastpath.messages import task_message
+from worker.io.archive import s3_client
+from worker.store.records import dedup_key
 
 
 class Canary:
@@ -265,7 +265,7 @@ def test_bad_token_oversized_and_garbage_are_refused_and_logged(system: System) 
         httpx.post(f"{system.web_url}/webhooks/pv/inbound/extra", content=b"a=b").status_code == 404
     )
 
-    from worker.rawlog import list_entries
+    from worker.store.rawlog import list_entries
 
     entries = list_entries(system.store().redis, limit=20)
     statuses = [e.status for e in entries]
@@ -280,7 +280,7 @@ def test_bad_token_oversized_and_garbage_are_refused_and_logged(system: System) 
 def test_a_client_that_leaves_mid_body_is_kept_in_the_log(system: System) -> None:
     from urllib.parse import urlsplit
 
-    from worker.rawlog import list_entries
+    from worker.store.rawlog import list_entries
 
     url = urlsplit(system.webhook_url("pv"))
     probe = f"left-{time.time_ns()}"
@@ -658,7 +658,7 @@ def test_a_webhook_refused_for_its_token_is_kept_whole_and_replays_once_fixed(
     import subprocess
     import sys
 
-    from worker.rawlog import list_entries
+    from worker.store.rawlog import list_entries
 
     fax = new_inbound(sandbox)
     refused = sandbox_fire(
@@ -686,7 +686,7 @@ def test_a_webhook_refused_for_its_token_is_kept_whole_and_replays_once_fixed(
 
 
 def test_inputs_that_once_crashed_the_intake_are_answered_and_logged(system: System) -> None:
-    from worker.rawlog import list_entries
+    from worker.store.rawlog import list_entries
 
     url = f"{system.web_url}/webhooks/pv/inbound"
     probe = f"probe{time.time_ns()}"

@@ -66,7 +66,7 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
 def test_json_lines_carry_the_fax_and_task_context(restore_logging: None, configured: None) -> None:
     out = io.StringIO()
     configure_logging("worker", stream=out, json_lines=True)
-    log = logging.getLogger("worker.inbound")
+    log = logging.getLogger("worker.pipeline.inbound")
     token = TASK_ID.set("task-1234")
     try:
         with fax_context("fx_0001"):
@@ -82,7 +82,7 @@ def test_json_lines_carry_the_fax_and_task_context(restore_logging: None, config
         k: first[k] for k in ("level", "logger", "process", "fax_id", "account", "task_id")
     } == {
         "level": "INFO",
-        "logger": "worker.inbound",
+        "logger": "worker.pipeline.inbound",
         "process": "worker",
         "fax_id": "fx_0001",
         "account": "main",
@@ -125,10 +125,10 @@ def test_text_on_a_terminal(restore_logging: None) -> None:
     out = Terminal()
     configure_logging("beat", stream=out)
     with fax_context("fx_0002", account="main", provider="primevox"):
-        logging.getLogger("worker.sweeper").info("woke %d", 3)
+        logging.getLogger("worker.pipeline.sweeper").info("woke %d", 3)
     line = out.getvalue().strip()
     assert not line.startswith("{")
-    assert "INFO" in line and "worker.sweeper" in line and line.endswith("woke 3")
+    assert "INFO" in line and "worker.pipeline.sweeper" in line and line.endswith("woke 3")
     assert "[fax_id=fx_0002 account=main provider=primevox]" in line
 
 
@@ -168,7 +168,7 @@ def test_worker_lines_carry_fax_account_and_task_id_and_no_secret(
     mine = [r for r in worker if r.get("fax_id") == fax_id]
     retry = next(r for r in mine if "download attempt 1 failed" in r["message"])
     assert retry["account"] == "pv" and retry["provider"] == "primevox"
-    assert retry["task_id"] and retry["logger"] == "worker.inbound"
+    assert retry["task_id"] and retry["logger"] == "worker.pipeline.inbound"
     assert retry["level"] == "INFO" and retry["process"] == "worker"
     assert any(line.startswith("[beat] {") for line in text.splitlines())
     for secret in (

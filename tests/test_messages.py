@@ -6,7 +6,7 @@ import base64
 import json
 
 from config.celery_app import INTAKE_QUEUE, app
-from worker.messages import task_message
+from worker.fastpath.messages import task_message
 
 
 def test_message_matches_celerys_own_protocol_2_message() -> None:

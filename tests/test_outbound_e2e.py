@@ -26,8 +26,8 @@ from sandbox import primevox as sb_primevox
 from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET
 from tests.system import EVENT_SECRET, System, wait_for
-from worker.archive import s3_client
 from worker.domain import FaxRecord
+from worker.io.archive import s3_client
 
 MAX_DOCUMENT = 1024 * 1024  # FAXRELAY_DOCUMENT_MAX_BYTES for this module
 

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from sandbox.pdf import make_pdf
-from worker.pdfcheck import check_pdf
+from worker.io.pdfcheck import check_pdf
 
 
 def pdf_of(*objects: bytes, xref_size: int | None = None) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from worker import rawlog
-from worker.forms import unquoted
+from worker.fastpath.forms import unquoted
+from worker.store import rawlog
 
 
 def _redacted_piece_by_piece(query: str) -> str:

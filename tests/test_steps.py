@@ -14,9 +14,9 @@ from sandbox import ucx as sb_ucx
 from tests.conftest import BUCKET
 from tests.sandbox_server import RunningSandbox
 from tests.system import SUBSCRIBER_SECRET, wait_for
-from worker import inbound
 from worker.domain import FaxRecord, iso_at
-from worker.events import DELIVERY_PREFIX
+from worker.pipeline import inbound
+from worker.pipeline.events import DELIVERY_PREFIX
 from worker.runtime import EVENT_TASK, Runtime
 
 Sent = list[tuple[str, str, list[str]]]

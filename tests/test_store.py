@@ -19,7 +19,7 @@ from worker.domain import (
     new_fax_id,
     transition,
 )
-from worker.store import Created, FaxStore, RecordNotFound, dedup_key
+from worker.store.records import Created, FaxStore, RecordNotFound, dedup_key
 
 BASE = 1_700_000_000.0
 

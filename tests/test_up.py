@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 
 from tests.system import wait_for
-from worker.archive import s3_client
-from worker.store import FaxStore
+from worker.io.archive import s3_client
+from worker.store.records import FaxStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse, Response
 
 from config.settings import Settings
 from worker.domain import FaxRecord
-from worker.outbound import SendError, SendRequest, accept_send, cancel_fax
+from worker.pipeline.outbound import SendError, SendRequest, accept_send, cancel_fax
 from worker.runtime import Runtime
-from worker.store import AsyncFaxStore, RecordNotFound
+from worker.store.records import AsyncFaxStore, RecordNotFound
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:

@@ -26,15 +26,14 @@ from starlette.types import Receive, Scope, Send
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from webhooks import stats
+from webhooks.api import FaxApi
+from webhooks.dashboard import Dashboard
+from webhooks.intake import IntakeContext, WebhookEndpoint, WebhookRoutes
 from worker import metrics
-from worker.archive import Archive
+from worker.io.archive import Archive
 from worker.runtime import get_runtime
-from worker.store import AsyncFaxStore
-
-from . import stats
-from .api import FaxApi
-from .dashboard import Dashboard
-from .intake import IntakeContext, WebhookEndpoint, WebhookRoutes
+from worker.store.records import AsyncFaxStore
 
 # What Starlette's router would match for the two webhook routes (``{account}`` is ``[^/]+``).
 WEBHOOK_PATH = re.compile(r"/webhooks/([^/]+)/(inbound|status)")

@@ -330,7 +330,7 @@ def _runtime(*, need_redis: bool = True) -> Runtime:
     import logging
 
     from config.logging import configure_logging
-    from worker.messages import task_message
+    from worker.fastpath.messages import task_message
     from worker.runtime import Runtime
 
     settings = _settings()
@@ -364,7 +364,7 @@ def webhooks_group() -> None:
 @click.option("--account", default=None)
 def webhooks_list(limit: int, account: str | None) -> None:
     """Recent webhook requests, newest first."""
-    from worker.rawlog import list_entries
+    from worker.store.rawlog import list_entries
 
     for e in list_entries(_redis(), limit, account):
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
@@ -377,7 +377,7 @@ def webhooks_list(limit: int, account: str | None) -> None:
 @click.argument("log_id")
 def webhooks_show(log_id: str) -> None:
     """One webhook request in full (secrets redacted)."""
-    from worker.rawlog import get_entry
+    from worker.store.rawlog import get_entry
 
     entry = get_entry(_redis(), log_id)
     if entry is None:
@@ -393,7 +393,7 @@ def webhooks_show(log_id: str) -> None:
 @click.option("--url", default=None, help="faxrelay's web URL (default: from endpoints.json).")
 def webhooks_replay(log_id: str, url: str | None) -> None:
     """Send a stored webhook request to faxrelay again (dedup makes this safe)."""
-    from worker.rawlog import get_entry
+    from worker.store.rawlog import get_entry
 
     settings = _settings()  # the running system's configuration, as _redis() uses
     entry = get_entry(_redis(), log_id)
@@ -576,7 +576,7 @@ def send_cmd(
     tracking); 1 when it ends failed, cancelled or unknown, or the send conflicts with an earlier
     one of the same idempotency key; 2 when the request is refused (account, number, document).
     """
-    from worker.outbound import SendError, SendRequest, accept_send
+    from worker.pipeline.outbound import SendError, SendRequest, accept_send
 
     runtime = _runtime()
     _account(runtime, account)
@@ -704,7 +704,7 @@ def faxes_retry(fax_id: str) -> None:
     """Wake a record now: an overdue or retrying one, or an outbound fax whose submit outcome is
     unknown (it is submitted again: check at the provider first). Exit 1 if it is final."""
     from worker.domain import Direction, iso, utcnow
-    from worker.outbound import SendError, retry_fax
+    from worker.pipeline.outbound import SendError, retry_fax
 
     runtime = _runtime()
     record = _record(runtime, fax_id)
@@ -737,7 +737,7 @@ def faxes_retry(fax_id: str) -> None:
 def faxes_cancel(fax_id: str) -> None:
     """Cancel an outbound fax: before submit anywhere, after it where the provider can.
     Exit 1 with the reason when it can no longer be cancelled."""
-    from worker.outbound import SendError, cancel_fax
+    from worker.pipeline.outbound import SendError, cancel_fax
 
     runtime = _runtime()
     _record(runtime, fax_id)
@@ -810,9 +810,9 @@ def _backfill_one(
     runtime: Runtime, account: str, fax: InboundFax, wake: bool, tally: _Tally
 ) -> None:
     from worker.domain import State
-    from worker.inbound import handle_inbound, inbound_dedup, new_inbound_record
+    from worker.pipeline.inbound import handle_inbound, inbound_dedup, new_inbound_record
     from worker.runtime import INBOUND_TASK
-    from worker.store import dedup_key
+    from worker.store.records import dedup_key
 
     scope, key = inbound_dedup(account, fax.provider_fax_id)
     created = runtime.store.create(
@@ -960,7 +960,7 @@ def events_verify(
     import hmac
 
     from config.settings import webhook_secret_key
-    from worker.events import sign
+    from worker.pipeline.events import sign
 
     if request_file is not None:
         if body_file is not None:

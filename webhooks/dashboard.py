@@ -43,16 +43,15 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
+from webhooks import stats
+from webhooks.api import bearer_ok
+from webhooks.intake import Answer
 from worker import metrics
-from worker.archive import Archive
 from worker.domain import Direction, FaxRecord, State, parse_iso
-from worker.outbound import SendError, cancel_fax, retry_fax
+from worker.io.archive import Archive
+from worker.pipeline.outbound import SendError, cancel_fax, retry_fax
 from worker.runtime import Runtime
-from worker.store import AsyncFaxStore, RecordNotFound
-
-from . import stats
-from .api import bearer_ok
-from .intake import Answer
+from worker.store.records import AsyncFaxStore, RecordNotFound
 
 COOKIE = "faxrelay_session"
 SESSION_SECONDS = 12 * 3600

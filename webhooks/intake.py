@@ -26,17 +26,18 @@ from starlette.types import Receive, Scope, Send
 
 from config.celery_app import INTAKE_QUEUE, POLL_QUEUE
 from config.settings import Account, Settings
-from worker import metrics, rawlog
-from worker.archive import Archive
+from worker import metrics
 from worker.domain import FaxRecord
-from worker.forms import query_value
-from worker.inbound import inbound_dedup, new_inbound_record
-from worker.messages import task_message
-from worker.outbound import job_dedup, next_poll_after_webhook, status_update
+from worker.fastpath.forms import query_value
+from worker.fastpath.messages import task_message
+from worker.io.archive import Archive
+from worker.pipeline.inbound import inbound_dedup, new_inbound_record
+from worker.pipeline.outbound import job_dedup, next_poll_after_webhook, status_update
 from worker.providers import provider_class
 from worker.providers.base import InboundEvent, WebhookError
 from worker.runtime import Runtime
-from worker.store import AsyncFaxStore, RecordNotFound, dedup_key
+from worker.store import rawlog
+from worker.store.records import AsyncFaxStore, RecordNotFound, dedup_key
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from config.settings import Settings
-from worker import rawlog
 from worker.domain import Direction, FaxRecord, State, parse_iso
 from worker.metrics import Snapshot
-from worker.store import PREFIX, fax_key
+from worker.store import rawlog
+from worker.store.records import PREFIX, fax_key
 
 MAX_SCAN = 20_000  # records read for one overview at most
 CHUNK = 500

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import ids
+from worker.fastpath import ids
 
 
 class Direction(enum.StrEnum):

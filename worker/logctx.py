@@ -12,8 +12,7 @@ import contextlib
 from collections.abc import Iterator
 
 from config.logging import FAX_CONTEXT
-
-from .domain import FaxRecord
+from worker.domain import FaxRecord
 
 
 def _fields(

@@ -12,14 +12,13 @@ from functools import cached_property
 import httpx
 
 from config.settings import Account, Settings, get_settings
-
-from .archive import Archive
-from .domain import Direction, FaxRecord, State
-from .events import emit
-from .fetch import guarded_client
-from .providers import provider_for
-from .providers.base import Provider
-from .store import FaxStore
+from worker.domain import Direction, FaxRecord, State
+from worker.io.archive import Archive
+from worker.io.fetch import guarded_client
+from worker.pipeline.events import emit
+from worker.providers import provider_for
+from worker.providers.base import Provider
+from worker.store.records import FaxStore
 
 # Task and queue for a record's next step, by direction and state.
 ARCHIVE_TASK = ("faxrelay.archive_fax", "faxrelay.archive")

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from config.celery_app import app
-
-from . import events, inbound, outbound, sweeper
-from .providers import provider_class
-from .runtime import RECONCILE_TASK, get_runtime
+from worker.pipeline import events, inbound, outbound, sweeper
+from worker.providers import provider_class
+from worker.runtime import RECONCILE_TASK, get_runtime
 
 
 @app.task(name="faxrelay.handle_inbound")

@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import PROVIDER_FIELDS, Account, Settings
 from sandbox.pdf import make_pdf
-from worker.fetch import GuardedTransport
+from worker.io.fetch import GuardedTransport
 from worker.providers import PROVIDER_NAMES, provider_for
 from worker.providers._http import stream_to
 from worker.providers.base import InboundFax, ProviderPermanentError, ProviderTransientError

@@ -8,8 +8,7 @@ import importlib
 import httpx
 
 from config.settings import Account
-
-from .base import Provider
+from worker.providers.base import Provider
 
 PROVIDER_NAMES = ("primevox", "ucx", "voipnow", "voipms", "callerip")
 

@@ -10,8 +10,8 @@ from typing import IO, Any
 
 import httpx
 
-from .. import metrics
-from .base import (
+from worker import metrics
+from worker.providers.base import (
     ErrorKind,
     OutcomeUnknownError,
     ProviderError,

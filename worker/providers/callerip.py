@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ._http import json_object, send, snippet
-from .base import (
+from worker.providers._http import json_object, send, snippet
+from worker.providers.base import (
     BadDestinationError,
     Capabilities,
     ErrorKind,

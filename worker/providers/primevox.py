@@ -55,9 +55,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from ..forms import parse_form
-from ._http import http_error, json_object, send, snippet, stream_to
-from .base import (
+from worker.fastpath.forms import parse_form
+from worker.providers._http import http_error, json_object, send, snippet, stream_to
+from worker.providers.base import (
     BadDestinationError,
     Capabilities,
     ErrorKind,

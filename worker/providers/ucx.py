@@ -64,9 +64,8 @@ from typing import IO, Any, ClassVar
 import httpx
 
 from config.settings import Account
-
-from ._http import http_error, json_object, send, snippet, stream_to
-from .base import (
+from worker.providers._http import http_error, json_object, send, snippet, stream_to
+from worker.providers.base import (
     BadDestinationError,
     Capabilities,
     ErrorKind,

@@ -46,8 +46,8 @@ from typing import IO, Any, ClassVar
 
 import httpx
 
-from ._http import http_error, json_object, send, snippet, stream_to
-from .base import (
+from worker.providers._http import http_error, json_object, send, snippet, stream_to
+from worker.providers.base import (
     BadDestinationError,
     Capabilities,
     ErrorKind,

@@ -40,9 +40,8 @@ from urllib.parse import quote
 import httpx
 
 from config.settings import Account
-
-from ._http import http_error, json_object, send, snippet
-from .base import (
+from worker.providers._http import http_error, json_object, send, snippet
+from worker.providers.base import (
     BadDestinationError,
     Capabilities,
     ErrorKind,

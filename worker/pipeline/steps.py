@@ -11,8 +11,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from .domain import FaxRecord, IllegalTransition, NoChange, State, can_move, iso, transition, utcnow
-from .runtime import Runtime
+from worker.domain import (
+    FaxRecord,
+    IllegalTransition,
+    NoChange,
+    State,
+    can_move,
+    iso,
+    transition,
+    utcnow,
+)
+from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

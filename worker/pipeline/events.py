@@ -26,11 +26,10 @@ import redis
 
 from config.settings import EVENT_TYPES as EVENT_TYPES
 from config.settings import Settings, Subscriber, webhook_secret_key
-
-from . import metrics
-from .domain import FaxRecord, iso, utcnow
-from .fetch import URLRefused, guarded_client
-from .retry import EVENT
+from worker import metrics
+from worker.domain import FaxRecord, iso, utcnow
+from worker.io.fetch import URLRefused, guarded_client
+from worker.retry import EVENT
 
 log = logging.getLogger(__name__)
 

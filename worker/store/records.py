@@ -32,8 +32,8 @@ import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .domain import FaxRecord, State
-from .groupcommit import GroupCommit
+from worker.domain import FaxRecord, State
+from worker.store.groupcommit import GroupCommit
 
 T = TypeVar("T")
 PREFIX = "fr:"

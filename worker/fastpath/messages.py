@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from . import ids
+from worker.fastpath import ids
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

@@ -21,9 +21,9 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from . import ids
-from .forms import unquoted
-from .store import SideLog
+from worker.fastpath import ids
+from worker.fastpath.forms import unquoted
+from worker.store.records import SideLog
 
 LOG_PREFIX = "fr:wh:"
 LOG_INDEX = "fr:wh:ix"

@@ -25,9 +25,8 @@ import time
 from datetime import timedelta
 from typing import IO, Any
 
-from . import metrics
-from .archive import sha256_of
-from .domain import (
+from worker import metrics
+from worker.domain import (
     Direction,
     FaxRecord,
     State,
@@ -36,21 +35,22 @@ from .domain import (
     parse_iso,
     utcnow,
 )
-from .fetch import URLRefused
-from .logctx import bind_fax, fax_context
-from .pdfcheck import check_pdf
-from .providers import provider_class
-from .providers.base import (
+from worker.io.archive import sha256_of
+from worker.io.fetch import URLRefused
+from worker.io.pdfcheck import check_pdf
+from worker.logctx import bind_fax, fax_context
+from worker.pipeline.steps import leased, save_step
+from worker.providers import provider_class
+from worker.providers.base import (
     CONTENT_ID_PREFIX,
     InboundFax,
     NotFoundError,
     ProviderError,
     is_content_id_of,
 )
-from .retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
-from .runtime import INBOUND_TASK, Runtime
-from .steps import leased, save_step
-from .store import dedup_key, dedup_ref
+from worker.retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
+from worker.runtime import INBOUND_TASK, Runtime
+from worker.store.records import dedup_key, dedup_ref
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import metrics, rawlog
-from .events import claim_due_deliveries
-from .runtime import EVENT_TASK, Runtime
+from worker import metrics
+from worker.pipeline.events import claim_due_deliveries
+from worker.runtime import EVENT_TASK, Runtime
+from worker.store import rawlog
 
 log = logging.getLogger(__name__)
 

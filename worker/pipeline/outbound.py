@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 
-from . import metrics
-from .domain import (
+from worker import metrics
+from worker.domain import (
     Direction,
     FaxRecord,
     State,
@@ -42,11 +42,12 @@ from .domain import (
     transition,
     utcnow,
 )
-from .fetch import URLRefused, guarded_client, host_of, normalise_hosts
-from .logctx import bind_fax, fax_context
-from .pdfcheck import check_pdf
-from .providers import provider_class
-from .providers.base import (
+from worker.io.fetch import URLRefused, guarded_client, host_of, normalise_hosts
+from worker.io.pdfcheck import check_pdf
+from worker.logctx import bind_fax, fax_context
+from worker.pipeline.steps import leased, save_step
+from worker.providers import provider_class
+from worker.providers.base import (
     BadDestinationError,
     ErrorKind,
     FailureCause,
@@ -56,10 +57,9 @@ from .providers.base import (
     OutgoingDocument,
     ProviderError,
 )
-from .retry import SUBMIT, Backoff
-from .runtime import SUBMIT_TASK, Runtime
-from .steps import leased, save_step
-from .store import RecordNotFound, dedup_key
+from worker.retry import SUBMIT, Backoff
+from worker.runtime import SUBMIT_TASK, Runtime
+from worker.store.records import RecordNotFound, dedup_key
 
 log = logging.getLogger(__name__)
 

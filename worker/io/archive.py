@@ -28,9 +28,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from config.settings import Settings
-
-from . import metrics
-from .domain import FaxRecord, iso, parse_iso, utcnow
+from worker import metrics
+from worker.domain import FaxRecord, iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
