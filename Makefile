@@ -3,13 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Pinned dependencies with their hashes: requirements.lock is what production runs (the image
+# installs it), requirements-dev.lock adds the embedded servers and the development tools at the
+# same versions. `make lock` regenerates both after a change to the dependencies in pyproject.toml.
+LOCKS := requirements.lock requirements-dev.lock
 
-.PHONY: install run run-sandbox test lint format bench clean
+.PHONY: install run run-sandbox test lint format bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCKS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[embedded,sandbox,dev]'
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +42,22 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.archive
 	$(BIN)/python -m bench.poll
+
+# pip-tools in a venv of its own; resolved against the public index only (local pip configuration
+# is ignored), so the hashes are the published ones. Existing pins are kept where they still fit;
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed versions.
+LOCK_TOOLS := $(VENV)/lock-tools
+PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	$(LOCK_ARGS)
+
+lock:
+	test -x $(LOCK_TOOLS)/bin/pip-compile || \
+		($(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet pip-tools)
+	$(PIP_COMPILE) --output-file=requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra embedded --extra dev --constraint requirements.lock \
+		--output-file=requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -43,10 +43,12 @@ from config.embedded import (
     start_seaweed,
     wait_until,
 )
+from config.queues import WORKER_QUEUES, WORKER_READY_KEY
 from sandbox import primevox as sb_primevox
 from sandbox.core import Sandbox, StoredFax
-from tests.system import QUEUES, ROOT, System
+from tests.system import ROOT, System
 from worker.io.archive import s3_client
+from worker.store import keys
 
 BUCKET = "faxrelay-bench"
 ACCOUNT = "pv"
@@ -71,20 +73,18 @@ class BenchSystem(System):
 
     def start_worker(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
-        client.delete("_kombu.binding.faxrelay.archive")
+        client.delete(WORKER_READY_KEY)
         proc = ManagedProcess(
             "worker",
-            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", QUEUES,
-             "--concurrency", str(self.concurrency), "-l", "info",
+            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
+             "-Q", WORKER_QUEUES, "--concurrency", str(self.concurrency), "-l", "info",
              "-n", f"bench{time.monotonic_ns()}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             sink=self._log, env=self.env, cwd=str(ROOT), stop_timeout=20,
             fatal_markers=CELERY_FATAL,
         ).start()  # fmt: skip
         self.procs["worker"] = proc
-        wait_until(
-            lambda: bool(client.exists("_kombu.binding.faxrelay.archive")), 60, "worker", proc
-        )
+        wait_until(lambda: bool(client.exists(WORKER_READY_KEY)), 60, "worker", proc)
         client.close()
 
 
@@ -196,14 +196,14 @@ def wait_archived(client: redis.Redis, ids: list[str], timeout: float) -> float:
     remaining = list(ids)
     deadline = time.monotonic() + timeout
     while remaining:
-        archived = client.zmscore("fr:ix:state:archived", remaining)
+        archived = client.zmscore(keys.state_index("archived"), remaining)
         remaining = [i for i, score in zip(remaining, archived, strict=True) if score is None]
         if remaining:
-            failed = client.zmscore("fr:ix:state:failed", remaining)
+            failed = client.zmscore(keys.state_index("failed"), remaining)
             bad = [i for i, score in zip(remaining, failed, strict=True) if score is not None]
             if bad:
                 raise RuntimeError(
-                    f"{len(bad)} faxes failed, e.g. {client.get('fr:fax:' + bad[0])!r}"
+                    f"{len(bad)} faxes failed, e.g. {client.get(keys.fax_key(bad[0]))!r}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{len(remaining)} faxes not archived after {timeout:.0f} s")

@@ -5,6 +5,7 @@ process, percentiles, and a temporary directory that is removed at the end.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import statistics
@@ -106,11 +107,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (0 for no values)."""
+    """Nearest-rank percentile: the smallest value with at least ``pct`` % of values at or below it
+    (0 for no values). The one percentile function of every benchmark."""
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))
     return float(ordered[rank])
 
 

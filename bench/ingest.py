@@ -39,9 +39,10 @@ from bench.common import (
     uvicorn_process,
     workdir,
 )
-from config.celery_app import INTAKE_QUEUE
 from config.embedded import ManagedProcess, free_port, start_redis
+from config.queues import INTAKE_QUEUE
 from sandbox import primevox as sb_primevox
+from worker.store import keys
 
 TOKEN = "bench-webhook-token-5e0a"
 ACCOUNT = "pv"
@@ -226,9 +227,9 @@ def verify(client: redis.Redis, ids: list[str]) -> tuple[int, int, int, int]:
     for start in range(0, len(ids), 2000):
         pipe = client.pipeline(transaction=False)
         for fax_id in ids[start : start + 2000]:
-            pipe.exists(f"fr:fax:{fax_id}")
+            pipe.exists(keys.fax_key(fax_id))
         missing += sum(1 for found in pipe.execute() if not found)
-    records = int(client.zcard("fr:ix:all"))
+    records = int(client.zcard(keys.INDEX_ALL))
     queued = int(client.llen(INTAKE_QUEUE))
     return len(ids), missing, records, queued
 

@@ -77,11 +77,10 @@ import random
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +91,9 @@ import httpx
 import uvloop
 from starlette.applications import Starlette
 
+from bench.common import median, percentile, workdir
 from config.embedded import ManagedProcess, SeaweedPorts, free_port, start_seaweed, wait_until
+from config.queues import POLL_QUEUE, SEND_QUEUE
 from sandbox import callerip as sb_callerip
 from sandbox.app import create_app
 from sandbox.core import Sandbox
@@ -100,7 +101,8 @@ from sandbox.pdf import make_pdf
 from tests.system import System
 from worker.domain import FaxRecord, parse_iso
 from worker.providers.base import JobState
-from worker.providers.callerip import STATUS, CallerIP
+from worker.providers.callerip import STATUS
+from worker.providers.callerip import CallerIPClient as CallerIP
 from worker.retry import Backoff
 from worker.store.records import fax_key
 
@@ -383,7 +385,7 @@ def _drive_faxrelay(
             known[fax_id] = at.timestamp()
             if record.state != "delivered":
                 notes.append(f"record {fax_id} ended {record.state} ({record.reason})")
-        depth = {q: int(store.redis.llen(q)) for q in ("faxrelay.send", "faxrelay.poll")}
+        depth = {q: int(store.redis.llen(q)) for q in (SEND_QUEUE, POLL_QUEUE)}
         for queue, n in depth.items():
             deepest[queue] = max(deepest.get(queue, 0), n)
         if time.time() >= next_report:
@@ -653,19 +655,6 @@ def schedule_notes(p: PhaseResult, span: float, speed: float) -> list[str]:
     ]
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (0 for no values)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))
-    return float(ordered[rank])
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else 0.0
-
-
 def mean(values: Sequence[float]) -> float:
     return float(statistics.fmean(values)) if values else 0.0
 
@@ -765,15 +754,6 @@ def scrub_environment() -> None:
     os.environ["PYTHONPATH"] = str(ROOT)
 
 
-@contextlib.contextmanager
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="faxrelay-bench-poll-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.poll", description=(__doc__ or "").split("\n")[0]
@@ -802,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     scrub_environment()
     began = time.time()
-    with workdir() as tmp:
+    with workdir("faxrelay-bench-poll-") as tmp:
         log_path = args.log or tmp / "children.log"
         with open(log_path, "a") as sink:
             env = {

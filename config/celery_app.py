@@ -4,6 +4,8 @@ A Celery message is only a wake-up (DESIGN.md principle 1): tasks read the Redis
 step, and the sweeper re-sends wake-ups for records that are overdue. So nothing relies on long
 countdowns (which the Redis transport would redeliver after the visibility timeout), and a lost or
 duplicated message never loses or duplicates a fax.
+
+``config.queues`` names the queue each task goes to and the queues a worker consumes.
 """
 
 from __future__ import annotations
@@ -16,31 +18,11 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from config.logging import TASK_ID, configure_logging
+from config.queues import DEFAULT_QUEUE, QUEUES, RECONCILE_ALL, SWEEP, task_routes
 from config.settings import get_settings
-
-# Queues. Services on the same broker send ``faxrelay.send_fax`` to the default ``celery`` queue.
-DEFAULT_QUEUE = "celery"
-INTAKE_QUEUE = "faxrelay.intake"
-ARCHIVE_QUEUE = "faxrelay.archive"
-SEND_QUEUE = "faxrelay.send"
-POLL_QUEUE = "faxrelay.poll"
-EVENTS_QUEUE = "faxrelay.events"
-QUEUES = (DEFAULT_QUEUE, INTAKE_QUEUE, ARCHIVE_QUEUE, SEND_QUEUE, POLL_QUEUE, EVENTS_QUEUE)
 
 # Longer than any countdown the code uses (the longest is a few seconds of event-delivery backoff).
 VISIBILITY_TIMEOUT = 2 * 3600
-
-ROUTES = {
-    "faxrelay.handle_inbound": {"queue": INTAKE_QUEUE},
-    "faxrelay.reconcile_account": {"queue": INTAKE_QUEUE},
-    "faxrelay.reconcile_all": {"queue": INTAKE_QUEUE},
-    "faxrelay.sweep": {"queue": INTAKE_QUEUE},
-    "faxrelay.archive_fax": {"queue": ARCHIVE_QUEUE},
-    "faxrelay.submit_fax": {"queue": SEND_QUEUE},
-    "faxrelay.poll_fax": {"queue": POLL_QUEUE},
-    "faxrelay.deliver_event": {"queue": EVENTS_QUEUE},
-    "faxrelay.send_fax": {"queue": DEFAULT_QUEUE},
-}
 
 
 def create_celery() -> Celery:
@@ -62,12 +44,12 @@ def create_celery() -> Celery:
         task_queues=[
             Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
         ],
-        task_routes=ROUTES,
+        task_routes=task_routes(),
         worker_hijack_root_logger=False,
         enable_utc=True,
         beat_schedule={
-            "sweep": {"task": "faxrelay.sweep", "schedule": settings.sweep_interval},
-            "reconcile": {"task": "faxrelay.reconcile_all", "schedule": 60.0},
+            "sweep": {"task": SWEEP.task, "schedule": settings.sweep_interval},
+            "reconcile": {"task": RECONCILE_ALL.task, "schedule": 60.0},
         },
     )
     return app

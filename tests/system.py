@@ -20,6 +20,7 @@ import httpx
 import redis
 
 from config.embedded import CELERY_FATAL, ManagedProcess, free_port, start_redis, wait_until
+from config.queues import WORKER_QUEUES, WORKER_READY_KEY
 from sandbox import callerip as sb_callerip
 from sandbox import primevox as sb_primevox
 from sandbox import ucx as sb_ucx
@@ -34,7 +35,6 @@ WEBHOOK_TOKEN = "test-webhook-token-8c1f"
 API_TOKEN = "test-api-token-2b7d"
 EVENT_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SUBSCRIBER_SECRET = "whsec_c3Vic2NyaWJlci1zZWNyZXQtZm9yLXRlc3Rz"
-QUEUES = "celery,faxrelay.intake,faxrelay.archive,faxrelay.send,faxrelay.poll,faxrelay.events"
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
@@ -185,19 +185,18 @@ class System:
 
     def start_worker(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
-        client.delete("_kombu.binding.faxrelay.archive")
+        client.delete(WORKER_READY_KEY)
         proc = ManagedProcess(
             "worker",
-            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", QUEUES,
-             "--concurrency", "3", "-l", "info", "-n", f"test{time.monotonic_ns()}@%h",
+            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
+             "-Q", WORKER_QUEUES, "--concurrency", "3", "-l", "info",
+             "-n", f"test{time.monotonic_ns()}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             sink=self._log, env=self.env, cwd=str(ROOT), stop_timeout=20,
             fatal_markers=CELERY_FATAL,
         ).start()  # fmt: skip
         self.procs["worker"] = proc
-        wait_until(
-            lambda: bool(client.exists("_kombu.binding.faxrelay.archive")), 60, "worker", proc
-        )
+        wait_until(lambda: bool(client.exists(WORKER_READY_KEY)), 60, "worker", proc)
 
     def ensure_worker(self) -> bool:
         """Start the worker again if it exited, as a process supervisor would (``faxrelay up``,

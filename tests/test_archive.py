@@ -323,3 +323,63 @@ def test_the_providers_receipt_time_dates_the_archive_and_the_sidecar(archive: A
     sidecar = json.loads(archive.get_bytes(archive.key_for("inbound", record, "json")))
     assert sidecar["received_at"] == "2024-02-29T23:58:00.000000Z"
     assert sidecar["pages"] == 1  # counted from the PDF; the provider said 2
+
+
+# --- a large upload from memory: no part copies on top ----------------------------------------
+
+IN_MEMORY = 64 * 1024 * 1024
+CHILD_IN_MEMORY = textwrap.dedent(
+    """
+    import hashlib, io, sys
+    from worker.io.archive import Archive, s3_client
+
+    endpoint, bucket, key, size = sys.argv[1:5]
+    block = hashlib.sha256(b"seed").digest() * (1024 * 1024 // 32)  # 1 MiB
+    data = io.BytesIO(b"".join(i.to_bytes(8, "big") + block[8:] for i in range(int(size) >> 20)))
+    archive = Archive(s3_client(endpoint), bucket)
+    archive.stored_sha256(key)  # boto3's clients and connections loaded: the baseline
+
+    def kib(field):
+        with open("/proc/self/status") as status:
+            return next(int(x.split()[1]) for x in status if x.startswith(field + ":"))
+
+    # The peak so far (building the data) is not the upload's: start the high-water mark anew.
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    baseline = kib("VmRSS")
+    stored = archive.put_file(key, data)
+    print(stored.uploaded, stored.size, stored.sha256)
+    print(kib("VmHWM"), baseline)
+    """
+)
+
+
+def test_a_large_in_memory_upload_adds_no_part_copies(s3_server: str) -> None:
+    """boto3 would copy up to 10 parts of 8 MiB out of a stream (s3transfer's default, which
+    boto3 does not let us lower): ``put_file`` sends such a stream from a file instead."""
+    archive = Archive(s3_client(s3_server), BUCKET, prefix=f"t-{uuid.uuid4().hex[:8]}/")
+    archive.ensure_bucket()
+    key = f"{archive.prefix}outbound/main/2024/01/01/in-memory.pdf"
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD_IN_MEMORY, s3_server, archive.bucket, key, str(IN_MEMORY)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary, rss = result.stdout.split("\n")[:2]
+    uploaded, size, digest = summary.split()
+    maxrss, baseline = rss.split()
+    added_mb = (int(maxrss) - int(baseline)) / 1024
+    assert (uploaded, int(size)) == ("True", IN_MEMORY)
+    head = archive.client.head_object(Bucket=archive.bucket, Key=key)
+    assert head["ContentLength"] == IN_MEMORY and head["Metadata"]["sha256"] == digest
+    stored = hashlib.sha256()
+    for chunk in archive.client.get_object(Bucket=archive.bucket, Key=key)["Body"].iter_chunks():
+        stored.update(chunk)
+    assert stored.hexdigest() == digest
+    assert added_mb < 40, (
+        f"the upload added {added_mb:.0f} MB of RSS to a {IN_MEMORY >> 20} MB stream"
+    )

@@ -189,17 +189,16 @@ def test_faxes_list_show_and_cancel(system: System, sandbox: Any, tmp_path: Path
 
 
 def test_faxes_retry_wakes_an_inbound_record_now(system: System, sandbox: Any) -> None:
-    from worker.pipeline.inbound import new_inbound_record
+    from worker.pipeline.inbound import new_inbound
     from worker.runtime import Runtime
 
     held = sandbox.control("inbound", provider="ucx", pages=1)
     runtime = Runtime(system_settings(system), lambda *_: None)
     fax = InboundFax(provider_fax_id=f"RX{held['id']}", pages=1, received_at=datetime.now(UTC))
-    record = new_inbound_record(runtime, "ucx", fax)
+    record, dedup = new_inbound(runtime, "ucx", fax)
     record.due_at = time.time() + 3600  # nothing would wake it for an hour
     record.work["not_before"] = record.due_at  # and a wake-up before then would be ignored
-    scope, key = inbound_dedup("ucx", fax.provider_fax_id)
-    system.store().create(record, dedup=dedup_key(scope, key))
+    system.store().create(record, dedup=dedup)
 
     woken = cli(system, "faxes", "retry", record.id)
     assert woken.returncode == 0, woken.stderr

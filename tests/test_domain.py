@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import typing
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +16,8 @@ from worker.domain import (
     IllegalTransition,
     NoChange,
     State,
+    Work,
+    WorkKey,
     can_move,
     new_fax_id,
     parse_iso,
@@ -228,7 +232,7 @@ def test_public_has_the_contract_field_names() -> None:
         to_number="+15145550199",
         provider_ids={"fax": "123"},
         due_at=1234.5,
-        work={"step": "download"},
+        work={"last_error": "timeout", "not_before": 1234.5},
     )
     record.version = 7
     public = record.public()
@@ -247,6 +251,42 @@ def test_fax_ids_sort_by_creation_time() -> None:
     ids = [new_fax_id(now=t) for t in (1_700_000_000.000, 1_700_000_000.001, 1_800_000_000.0)]
     assert ids == sorted(ids)
     assert len({len(i) for i in ids}) == 1
+
+
+def test_fax_ids_are_the_documented_form() -> None:
+    fax_id = new_fax_id(now=1_700_000_000.123)
+    assert fax_id.startswith("fx_") and len(fax_id) == 3 + 11 + 12
+    assert fax_id[3:14] == f"{1_700_000_000_123:011x}"
+    int(fax_id[14:], 16)  # the random part is hex
+
+
+def test_work_keys_name_every_field_of_work() -> None:
+    """``save_step(drop_work=...)`` is typed by ``WorkKey``: it must list exactly ``Work``'s keys."""
+    assert set(typing.get_args(WorkKey)) == set(Work.__annotations__)
+    assert Work.__required_keys__ == frozenset()
+
+
+def test_backoff_is_exponential_capped_and_jittered_as_documented() -> None:
+    from worker.retry import Backoff
+
+    backoff = Backoff(first=10.0, cap=60.0)
+    rng = random.Random(7)
+    for attempt, base in ((1, 10.0), (2, 20.0), (3, 40.0), (4, 60.0), (9, 60.0)):
+        delays = [backoff.delay(attempt, rng) for _ in range(200)]
+        assert all(base * 0.8 <= d <= base * 1.2 for d in delays), (attempt, min(delays))
+        assert max(delays) - min(delays) > base * 0.2  # spread, not a fixed wait
+    assert Backoff(first=10.0, cap=60.0, jitter=0.0).delay(2) == 20.0
+
+
+def test_retry_rules_name_provider_error_kinds() -> None:
+    from worker import retry
+    from worker.providers.base import ErrorKind
+
+    rules = [retry.ARCHIVE, retry.ARCHIVE_NOT_FOUND, retry.SUBMIT, retry.EVENT]
+    for rule in rules:
+        assert rule.retry_on and all(isinstance(k, ErrorKind) for k in rule.retry_on)
+    assert retry.SUBMIT.retry_on == {ErrorKind.TRANSIENT, ErrorKind.AUTH}
+    assert ErrorKind.BAD_DESTINATION not in retry.SUBMIT.retry_on
 
 
 def test_iso_writes_what_isoformat_writes() -> None:

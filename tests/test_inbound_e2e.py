@@ -22,7 +22,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from config.celery_app import INTAKE_QUEUE
+from config.queues import INTAKE_QUEUE
 from sandbox import ucx as sb_ucx
 from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
-from config.celery_app import INTAKE_QUEUE, app
+from config.celery_app import app
+from config.queues import INTAKE_QUEUE
 from worker.fastpath.messages import task_message
 
 

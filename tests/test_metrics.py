@@ -71,3 +71,28 @@ def test_webhook_latencies_land_in_the_buckets_observe_would_pick() -> None:
     )
     counted = 'faxrelay_webhooks_total{account="acct",outcome="accepted",route="bucket-test"}'
     assert _scrape_value(after, counted) == len(latencies)
+
+
+def test_the_histogram_layout_flush_webhooks_writes_into() -> None:
+    """``flush_webhooks`` adds whole tallies to prometheus_client's private ``_buckets`` (one value
+    per bound, +Inf last, not cumulative) and ``_sum`` of a histogram child: the pinned
+    prometheus-client range has them; a version without them fails here, not in production."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    registry = CollectorRegistry()
+    histogram = Histogram("layout_probe_seconds", "probe", ["route"], buckets=(0.1, 1.0), registry=registry)  # fmt: skip
+    child = histogram.labels("r")
+    assert len(child._buckets) == 3  # 0.1, 1.0 and +Inf
+    child._buckets[1].inc(4)  # four observations in (0.1, 1.0]
+    child._buckets[2].inc(1)  # one above 1.0
+    child._sum.inc(7.5)
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for family in registry.collect()
+        for s in family.samples
+    }
+    assert samples[("layout_probe_seconds_bucket", "0.1")] == 0
+    assert samples[("layout_probe_seconds_bucket", "1.0")] == 4
+    assert samples[("layout_probe_seconds_bucket", "+Inf")] == 5
+    assert samples[("layout_probe_seconds_count", None)] == 5
+    assert samples[("layout_probe_seconds_sum", None)] == 7.5

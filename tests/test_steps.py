@@ -7,7 +7,10 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from config.settings import Settings
 from sandbox import ucx as sb_ucx
@@ -17,7 +20,11 @@ from tests.system import SUBSCRIBER_SECRET, wait_for
 from worker.domain import FaxRecord, iso_at
 from worker.pipeline import inbound
 from worker.pipeline.events import DELIVERY_PREFIX
-from worker.runtime import EVENT_TASK, Runtime
+from worker.pipeline.outbound.accept import SendError
+from worker.pipeline.outbound.actions import retry_fax
+from worker.providers.base import InboundFax
+from worker.runtime import ARCHIVE_TASK, EVENT_TASK, Runtime
+from worker.store.records import dedup_key
 
 Sent = list[tuple[str, str, list[str]]]
 
@@ -165,3 +172,44 @@ def test_a_record_woken_by_the_sweeper_is_announced_once_and_first(
     announced = events(runtime, sent, fax_id)
     assert [e["type"] for e in announced] == ["fax.received", "fax.archived"]
     assert announced[0]["data"]["state"] == "received"
+
+
+def test_create_inbound_records_a_fax_once_under_the_intakes_dedup_key(
+    redis_url: str, s3_server: str, sandbox: RunningSandbox
+) -> None:
+    """Webhook intake, reconcile and backfill share one record-and-dedup rule."""
+    runtime, sent = make_runtime(redis_url, s3_server, sandbox)
+    fax = InboundFax(provider_fax_id="RX-shared", pages=1, received_at=datetime.now(UTC))
+
+    record, dedup = inbound.new_inbound(runtime, "ucx", fax)
+    assert dedup == dedup_key(*inbound.inbound_dedup("ucx", "RX-shared"))
+    assert record.state == "received" and record.provider_ids == {"fax_id": "RX-shared"}
+
+    first = inbound.create_inbound(runtime, "ucx", fax)
+    again = inbound.create_inbound(runtime, "ucx", fax)
+    assert first.created and not again.created
+    assert again.record.id == first.record.id
+    assert runtime.store.lookup(*inbound.inbound_dedup("ucx", "RX-shared")) == first.record
+    assert sent == []  # no wake-up: its caller decides
+
+
+def test_operator_retry_wakes_an_inbound_record_now_and_refuses_a_final_one(
+    redis_url: str, s3_server: str, sandbox: RunningSandbox
+) -> None:
+    runtime, sent = make_runtime(redis_url, s3_server, sandbox)
+    fax_id = received_fax(runtime, sandbox)
+    later = time.time() + 3600
+    set_fields(runtime, fax_id, not_before=later)
+    sent.clear()
+
+    record = retry_fax(runtime, fax_id)
+
+    assert "not_before" not in record.work
+    assert record.due_at is not None and record.due_at <= time.time()
+    assert record.history[-1]["note"] == "retry by operator"
+    assert sent == [(ARCHIVE_TASK[0], ARCHIVE_TASK[1], [fax_id])]
+    inbound.archive_fax(runtime, fax_id)
+    assert runtime.store.get(fax_id).state == "archived"
+    with pytest.raises(SendError) as refused:
+        retry_fax(runtime, fax_id)
+    assert (refused.value.status, refused.value.code) == (409, "final")

@@ -19,6 +19,7 @@ from worker.domain import (
     new_fax_id,
     transition,
 )
+from worker.store import keys
 from worker.store.records import Created, FaxStore, RecordNotFound, dedup_key
 
 BASE = 1_700_000_000.0
@@ -392,3 +393,48 @@ def test_a_stored_record_is_its_to_json(store: FaxStore) -> None:
     stored = store.redis.get(f"fr:fax:{record.id}")
     assert stored is not None and orjson.loads(stored) == record.to_json()
     assert list(orjson.loads(stored)) == list(record.to_json())  # the fields in their order
+
+
+# --- the key layout ---------------------------------------------------------------------------
+
+
+def test_the_key_layout_is_the_one_redis_already_holds() -> None:
+    """Renaming a key family would orphan what a running system has stored: the layout is fixed."""
+    assert keys.fax_key("fx_1") == "fr:fax:fx_1"
+    assert keys.INDEX_ALL == "fr:ix:all"
+    assert keys.direction_index("inbound") == "fr:ix:dir:inbound"
+    assert keys.account_index("main") == "fr:ix:acct:main"
+    assert keys.state_index("archived") == "fr:ix:state:archived"
+    assert keys.DUE == "fr:due"
+    assert keys.lease_key("fx_1") == "fr:lease:fx_1"
+    assert keys.dedup_key(keys.inbound_scope("main"), "pv-1") == "fr:key:in:main:pv-1"
+    assert keys.dedup_key(keys.idempotency_scope("main"), "k") == "fr:key:idem:main:k"
+    assert keys.dedup_key(keys.job_scope("main"), "j1") == "fr:key:job:main:j1"
+    assert keys.pending_status_key("main", "j1") == "fr:pending-status:main:j1"
+    assert keys.delivery_key("msg_1") == "fr:delivery:msg_1"
+    assert keys.DELIVERIES_DUE == "fr:deliveries:due"
+    assert keys.webhook_log_key("wh_1") == "fr:wh:wh_1"
+    assert keys.WEBHOOK_LOG_INDEX == "fr:wh:ix"
+    assert keys.reconciled_key("main") == "fr:reconciled:main"
+    assert (keys.JOB_TTL, keys.PENDING_STATUS_TTL, keys.DELIVERY_TTL) == (
+        30 * 86400,
+        7 * 86400,
+        14 * 86400,
+    )
+
+
+def test_the_scripts_write_the_documented_keys(store: FaxStore) -> None:
+    record = make(Direction.OUTBOUND, "acct-x", due_at=BASE)
+    store.create(record)
+    written = {k.decode() for k in store.redis.scan_iter("fr:*")}
+    assert written == {
+        f"fr:fax:{record.id}",
+        "fr:ix:all",
+        "fr:ix:dir:outbound",
+        "fr:ix:acct:acct-x",
+        f"fr:ix:state:{record.state}",
+        "fr:due",
+    }
+    store.update(record.id, lambda r: transition(r, State.SUBMITTED))
+    assert not store.redis.exists(f"fr:ix:state:{record.state}")
+    assert store.redis.zscore("fr:ix:state:submitted", record.id) == 0

@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse, Response
 
 from config.settings import Settings
 from worker.domain import FaxRecord
-from worker.pipeline.outbound import SendError, SendRequest, accept_send, cancel_fax
+from worker.pipeline.outbound.accept import SendError, SendRequest, accept_send
+from worker.pipeline.outbound.actions import cancel_fax
 from worker.runtime import Runtime
 from worker.store.records import AsyncFaxStore, RecordNotFound
 

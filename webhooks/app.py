@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         flusher.cancel()
         metrics.flush_webhooks()
-        await client.aclose()
+        await store.aclose()  # the group commit's own connection, then the client's
 
     endpoints = {route: WebhookEndpoint(intake, route) for route in ("inbound", "status")}
     routes = [

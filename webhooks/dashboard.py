@@ -49,7 +49,8 @@ from webhooks.intake import Answer
 from worker import metrics
 from worker.domain import Direction, FaxRecord, State, parse_iso
 from worker.io.archive import Archive
-from worker.pipeline.outbound import SendError, cancel_fax, retry_fax
+from worker.pipeline.outbound.accept import SendError
+from worker.pipeline.outbound.actions import cancel_fax, retry_fax
 from worker.runtime import Runtime
 from worker.store.records import AsyncFaxStore, RecordNotFound
 

@@ -24,19 +24,20 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from config.celery_app import INTAKE_QUEUE, POLL_QUEUE
+from config.queues import HANDLE_INBOUND, POLL_FAX, RECONCILE_ACCOUNT
 from config.settings import Account, Settings
 from worker import metrics
 from worker.domain import FaxRecord
 from worker.fastpath.forms import query_value
 from worker.fastpath.messages import task_message
 from worker.io.archive import Archive
-from worker.pipeline.inbound import inbound_dedup, new_inbound_record
-from worker.pipeline.outbound import job_dedup, next_poll_after_webhook, status_update
+from worker.pipeline.inbound import new_inbound
+from worker.pipeline.outbound.follow import next_poll_after_webhook, status_update
+from worker.pipeline.outbound.submit import job_dedup
 from worker.providers import provider_class
 from worker.providers.base import InboundEvent, WebhookError
 from worker.runtime import Runtime
-from worker.store import rawlog
+from worker.store import keys, rawlog
 from worker.store.records import AsyncFaxStore, RecordNotFound, dedup_key
 
 log = logging.getLogger(__name__)
@@ -338,22 +339,22 @@ class WebhookRoutes:
         if event.fax is None:
             # The webhook names no fax: list the account's faxes now instead.
             entry.outcome = "reconcile"
-            message = task_message("faxrelay.reconcile_account", INTAKE_QUEUE, [account.name])
+            message = task_message(*RECONCILE_ACCOUNT, [account.name])
             pipe = self.ctx.store.redis.pipeline(transaction=True)
             rawlog.add_to_pipeline(pipe, entry, days)
-            pipe.lpush(INTAKE_QUEUE, message)
+            pipe.lpush(RECONCILE_ACCOUNT.queue, message)
             await pipe.execute()
             return self._ack(ack, "reconcile")
-        record = new_inbound_record(self.ctx.runtime, account.name, event.fax)
+        # The worker's own record and dedup key; stored here, with its wake-up and log entry.
+        record, dedup = new_inbound(self.ctx.runtime, account.name, event.fax)
         if event.pdf is not None:
             await self._stage_pdf(record, event)
         entry.fax_id = record.id
-        scope, key = inbound_dedup(account.name, event.fax.provider_fax_id)
         created = await self.ctx.store.create(
             record,
-            dedup=dedup_key(scope, key),
-            queue=INTAKE_QUEUE,
-            message=task_message("faxrelay.handle_inbound", INTAKE_QUEUE, [record.id]),
+            dedup=dedup,
+            queue=HANDLE_INBOUND.queue,
+            message=task_message(*HANDLE_INBOUND, [record.id]),
             log=rawlog.side_log(entry, days),
         )
         if not created.created:
@@ -400,7 +401,8 @@ class WebhookRoutes:
             entry.outcome = "pending"
             pipe = self.ctx.store.redis.pipeline(transaction=True)
             rawlog.add_to_pipeline(pipe, entry, days)
-            pipe.set(f"fr:pending-status:{account.name}:{event.job_id}", body, ex=7 * 86400)
+            pending = keys.pending_status_key(account.name, event.job_id)
+            pipe.set(pending, body, ex=keys.PENDING_STATUS_TTL)
             await pipe.execute()
             return self._ack("", "pending")
 
@@ -420,7 +422,7 @@ class WebhookRoutes:
         pipe = self.ctx.store.redis.pipeline(transaction=False)
         rawlog.add_to_pipeline(pipe, entry, days)
         if wake:
-            pipe.lpush(POLL_QUEUE, task_message("faxrelay.poll_fax", POLL_QUEUE, [fax_id]))
+            pipe.lpush(POLL_FAX.queue, task_message(*POLL_FAX, [fax_id]))
         await pipe.execute()
         return self._ack("", "accepted", record)
 

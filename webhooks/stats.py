@@ -3,7 +3,7 @@
 Everything is computed from the records, their indexes and the raw webhook log:
 
 - faxes today: record ids sort by creation time (``fx_`` + 11 hex digits of epoch ms), so today's
-  records are a lexical range of ``fr:ix:all``;
+  records are a lexical range of the ``INDEX_ALL`` index (``worker.store.keys``);
 - the archive backlog: the ``received`` and ``fetching`` state indexes (inbound only);
 - faxes at risk: backlog records whose ``expires_at`` is within ``archive_risk_margin``;
 - per-account health: the newest raw-log entry per account, and from today's records the last
@@ -25,7 +25,15 @@ from config.settings import Settings
 from worker.domain import Direction, FaxRecord, State, parse_iso
 from worker.metrics import Snapshot
 from worker.store import rawlog
-from worker.store.records import PREFIX, fax_key
+from worker.store.keys import (
+    INDEX_ALL,
+    WEBHOOK_LOG_INDEX,
+    account_index,
+    direction_index,
+    fax_key,
+    state_index,
+    webhook_log_key,
+)
 
 MAX_SCAN = 20_000  # records read for one overview at most
 CHUNK = 500
@@ -74,9 +82,7 @@ def _json(raw: Any) -> dict[str, Any]:
 
 
 async def records_since(client: aioredis.Redis, epoch: float) -> list[FaxRecord]:
-    ids = await client.zrangebylex(
-        f"{PREFIX}ix:all", f"[{id_floor(epoch)}", "+", start=0, num=MAX_SCAN
-    )
+    ids = await client.zrangebylex(INDEX_ALL, f"[{id_floor(epoch)}", "+", start=0, num=MAX_SCAN)
     return await load(client, [_text(i) for i in ids])
 
 
@@ -96,7 +102,7 @@ class Backlog:
 async def backlog(client: aioredis.Redis, settings: Settings, now: float) -> Backlog:
     ids: list[str] = []
     for state in BACKLOG_STATES:
-        found = await client.zrange(f"{PREFIX}ix:state:{state}", 0, MAX_SCAN - 1)
+        found = await client.zrange(state_index(state), 0, MAX_SCAN - 1)
         ids.extend(_text(i) for i in found)
     records = [r for r in await load(client, ids) if r.direction == Direction.INBOUND]
     at_risk = []
@@ -117,9 +123,9 @@ async def by_state(client: aioredis.Redis) -> dict[tuple[str, str], int]:
     """Record counts by (direction, state), from the indexes."""
     pipe = client.pipeline(transaction=False)
     for state in INBOUND_STATES + OUTBOUND_STATES:
-        pipe.zcard(f"{PREFIX}ix:state:{state}")
-    pipe.zcard(f"{PREFIX}ix:state:{State.FAILED}")
-    pipe.zintercard(2, [f"{PREFIX}ix:state:{State.FAILED}", f"{PREFIX}ix:dir:outbound"])
+        pipe.zcard(state_index(state))
+    pipe.zcard(state_index(State.FAILED))
+    pipe.zintercard(2, [state_index(State.FAILED), direction_index(Direction.OUTBOUND)])
     counts = [int(c) for c in await pipe.execute()]
     out: dict[tuple[str, str], int] = {}
     for state, count in zip(INBOUND_STATES, counts, strict=False):
@@ -178,9 +184,9 @@ class Overview:
 async def recent_log(
     client: aioredis.Redis, since: float, limit: int = 5000
 ) -> list[rawlog.LogEntry]:
-    ids = await client.zrevrangebyscore(rawlog.LOG_INDEX, "+inf", since, start=0, num=limit)
+    ids = await client.zrevrangebyscore(WEBHOOK_LOG_INDEX, "+inf", since, start=0, num=limit)
     out = []
-    keys = [rawlog.LOG_PREFIX + _text(i) for i in ids]
+    keys = [webhook_log_key(_text(i)) for i in ids]
     for i in range(0, len(keys), CHUNK):
         for raw in await client.mget(keys[i : i + CHUNK]):
             if raw is not None:
@@ -196,11 +202,11 @@ async def last_webhooks(
     found: dict[str, rawlog.LogEntry] = {}
     start = 0
     while wanted - set(found) and start < 5000:
-        ids = await client.zrevrange(rawlog.LOG_INDEX, start, start + 499)
+        ids = await client.zrevrange(WEBHOOK_LOG_INDEX, start, start + 499)
         if not ids:
             break
         start += len(ids)
-        for raw in await client.mget([rawlog.LOG_PREFIX + _text(i) for i in ids]):
+        for raw in await client.mget([webhook_log_key(_text(i)) for i in ids]):
             if raw is None:
                 continue
             entry = rawlog.LogEntry.from_json(raw)
@@ -250,7 +256,7 @@ async def overview(client: aioredis.Redis, settings: Settings) -> Overview:
     # Accounts' last success before today: the newest records of each account.
     for h in health.values():
         if h.last_ok is None:
-            ids = await client.zrevrange(f"{PREFIX}ix:acct:{h.name}", 0, 49)
+            ids = await client.zrevrange(account_index(h.name), 0, 49)
             oks = [t for r in await load(client, [_text(i) for i in ids]) if (t := _last_ok(r))]
             h.last_ok = max(oks) if oks else None
     states = sorted({state for _, state in today})
@@ -274,9 +280,9 @@ async def creating_webhook(client: aioredis.Redis, record: FaxRecord) -> rawlog.
     if created is None:
         return None
     at = created.timestamp()
-    ids = await client.zrangebyscore(rawlog.LOG_INDEX, at - 600, at + 600, start=0, num=5000)
+    ids = await client.zrangebyscore(WEBHOOK_LOG_INDEX, at - 600, at + 600, start=0, num=5000)
     named: list[rawlog.LogEntry] = []
-    keys = [rawlog.LOG_PREFIX + _text(i) for i in ids]
+    keys = [webhook_log_key(_text(i)) for i in ids]
     for i in range(0, len(keys), CHUNK):
         for raw in await client.mget(keys[i : i + CHUNK]):
             if raw is None:

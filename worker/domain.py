@@ -1,6 +1,7 @@
 """The fax record and the rules for moving it forward.
 
-A record is plain JSON in Redis (see ``store.py``); ``FaxRecord`` is its typed form. States only move
+A record is plain JSON in Redis (see ``worker/store/records.py``); ``FaxRecord`` is its typed form,
+and ``Work`` the typed form of its internal step data. States only move
 forward: ``TRANSITIONS`` lists every legal move, and ``transition`` refuses anything else with
 ``IllegalTransition``. Repeating the current state is a harmless no-op (``NoChange``), so a duplicated
 or out-of-order event can never move a record backwards.
@@ -14,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from worker.fastpath import ids
 
@@ -142,9 +143,77 @@ def parse_iso(text: str | None) -> datetime | None:
 
 
 def new_fax_id(now: float | None = None) -> str:
-    """Sortable by creation time, unguessable: 'fx_' + 10 hex of ms time + 12 random hex."""
+    """Sortable by creation time, unguessable: 'fx_' + 11 hex digits of epoch milliseconds (fixed
+    width until the year 2527) + 12 random hex digits (6 bytes from the OS)."""
     ms = int((now if now is not None else time.time()) * 1000)
     return f"fx_{ms:011x}{ids.random_hex(6)}"
+
+
+class SeenStatus(TypedDict):
+    """A provider job status as a record keeps it (``JobStatus`` in JSON, with when and whence)."""
+
+    state: str  # a JobState value
+    raw: str  # the provider's own word(s)
+    detail: str  # the provider's explanation, if any
+    cause: str  # a FailureCause value; "" when the provider gave none
+    provider_retried: bool  # the provider redialled itself already (so faxrelay does not)
+    at: float  # epoch seconds it was seen
+    source: str  # "poll" or "status webhook"
+
+
+class Work(TypedDict, total=False):
+    """``FaxRecord.work``: what the pipeline steps keep between wake-ups (the inbound download and
+    the outbound sub-state machine around submit, redial and failover). Internal: never in the
+    public record. Times are epoch seconds unless named ISO."""
+
+    # both directions
+    not_before: float  # the step's own schedule: a wake-up earlier than this is a duplicate
+    # inbound
+    received_at: str  # ISO time the provider received the fax (the archive's date and sidecar)
+    download_url: str  # where the provider's copy of the PDF is fetched
+    staged_key: str  # S3 key of the PDF that came inside the webhook, until archived
+    announced: bool  # fax.received was emitted (it is, once, before anything else)
+    at_risk_sent: bool  # fax.archive_at_risk was emitted (once)
+    last_error: str  # the last download failure, for operators (dashboard, CLI)
+    # outbound
+    route_account: str  # the account the fax goes through now (the fallback after a failover)
+    submit_started: float  # a submit request may have left and its answer is not recorded yet
+    submit_lost: bool  # the submit's outcome is unknown: it waits for an operator
+    operator_resubmit: bool  # an operator said to submit again despite a lost submit
+    resubmit: bool  # submit again (a redial or failover) although the record is past queued
+    resubmit_at: float  # when that resubmit is due (a redial waits ``redial_delay``)
+    failed_over: bool  # it failed over once: a second provider failure fails the fax
+    submitted_at: float  # when the provider took the job (status lookups search from there)
+    submit_raw: dict[str, Any]  # the provider's answer to the submit
+    polls: int  # status polls since the submit: their backoff grows with it
+    last_status: SeenStatus  # the latest job status seen (poll or webhook)
+    pushed_status: SeenStatus  # a final status a webhook pushed, for the worker to act on
+    last_failure: str  # the provider's words for the failure that led to a redial or failover
+
+
+# The keys of ``Work``, for a step that names the ones it drops (``steps.save_step``).
+WorkKey = Literal[
+    "not_before",
+    "received_at",
+    "download_url",
+    "staged_key",
+    "announced",
+    "at_risk_sent",
+    "last_error",
+    "route_account",
+    "submit_started",
+    "submit_lost",
+    "operator_resubmit",
+    "resubmit",
+    "resubmit_at",
+    "failed_over",
+    "submitted_at",
+    "submit_raw",
+    "polls",
+    "last_status",
+    "pushed_status",
+    "last_failure",
+]
 
 
 @dataclass
@@ -172,9 +241,9 @@ class FaxRecord:
     callback_url: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     # Internal bookkeeping (not part of the public record): when the record next needs work
-    # (the store keeps its due index from this), the step's scratch data, the write counter.
+    # (the store keeps its due index from this), the steps' own data, the write counter.
     due_at: float | None = None
-    work: dict[str, Any] = field(default_factory=dict)
+    work: Work = field(default_factory=Work)
     version: int = 0
 
     @classmethod

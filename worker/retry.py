@@ -1,7 +1,9 @@
 """Retry rules as data: which failures retry, with what backoff, and what happens when they run out.
 
-Each pipeline step names its rule; ``next_delay`` gives the wait before attempt ``n`` (1-based) with
-full jitter, so a provider outage does not make every worker come back at the same moment.
+Each pipeline step names its rule. ``Backoff.delay(n)`` is the wait after the ``n``-th failed
+attempt (1-based): exponential from ``first``, capped at ``cap``, then spread by ± ``jitter`` (a
+fraction of it, uniformly), so a provider outage does not bring every worker back at the same
+moment. Callers multiply it by ``retry_scale`` (shortened in tests).
 """
 
 from __future__ import annotations
@@ -9,16 +11,19 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from worker.providers.base import ErrorKind
+
 
 @dataclass(frozen=True)
 class Backoff:
-    first: float  # seconds before the second attempt
-    cap: float  # longest wait
-    factor: float = 2.0
-    jitter: float = 0.2  # ± fraction
+    first: float  # seconds after the first failure (before the second attempt)
+    cap: float  # longest wait, before jitter
+    factor: float = 2.0  # each further failure multiplies the wait by this
+    jitter: float = 0.2  # ± this fraction of the wait, uniformly
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Wait after the ``attempt``-th failure (1-based)."""
+        """Wait after the ``attempt``-th failure (1-based): ``first * factor ** (attempt - 1)``,
+        at most ``cap``, ± ``jitter`` of it; never negative."""
         base = min(self.cap, self.first * self.factor ** max(0, attempt - 1))
         spread = base * self.jitter
         return max(0.0, base + (rng or random).uniform(-spread, spread))
@@ -28,42 +33,49 @@ class Backoff:
 class RetryRule:
     """What a step does on failure.
 
-    ``retry_on``: error kinds that retry (ErrorKind values, plus "timeout"/"truncated"…).
-    ``max_attempts``: attempts before giving up (None: until ``deadline`` — the record's expiry).
+    ``retry_on``: the provider error kinds that retry under this rule (others fail at once).
+    ``max_attempts``: attempts in all, the first included, before giving up (None: until the
+    record's deadline, e.g. an inbound record's ``expires_at``).
     ``on_exhausted``: the reason the record fails with when retries run out.
     """
 
     backoff: Backoff
-    retry_on: frozenset[str]
+    retry_on: frozenset[ErrorKind]
     max_attempts: int | None
     on_exhausted: str
 
 
-# Downloading a received fax: keep trying while the provider still has the file.
+# Downloading a received fax: keep trying while the provider still has the file. A download
+# that broke off or came short is a transient error; unforeseen errors (S3 down, a bug) follow
+# this rule too.
 ARCHIVE = RetryRule(
     backoff=Backoff(first=30.0, cap=3600.0),
-    retry_on=frozenset({"transient", "auth", "truncated"}),
+    retry_on=frozenset({ErrorKind.TRANSIENT, ErrorKind.AUTH}),
     max_attempts=None,  # bounded by the record's expires_at
     on_exhausted="expired",
 )
-# A 404 for the file: the provider may be slow to publish it; a few tries, then give up.
+# The file is not found: the provider may be slow to publish it, so a few tries, then give up.
+# A not-found is a permanent error by kind (NotFoundError); the inbound step picks this rule for
+# it, and for any HTTP 404, before it looks at ``ARCHIVE``.
 ARCHIVE_NOT_FOUND = RetryRule(
     backoff=Backoff(first=30.0, cap=600.0),
-    retry_on=frozenset({"not_found"}),
+    retry_on=frozenset({ErrorKind.PERMANENT}),
     max_attempts=4,
     on_exhausted="not_found",
 )
-# Submitting an outbound fax: transient errors before the request left.
+# Submitting an outbound fax: errors before the request left (nothing was taken). A refused
+# login is retried too: credentials may be rotated while the fax waits.
 SUBMIT = RetryRule(
     backoff=Backoff(first=15.0, cap=900.0),
-    retry_on=frozenset({"transient"}),
+    retry_on=frozenset({ErrorKind.TRANSIENT, ErrorKind.AUTH}),
     max_attempts=8,
     on_exhausted="provider_error",
 )
-# Delivering an event to a subscriber or callback_url.
+# Delivering an event to a subscriber or callback_url: a connection error, a timeout, a non-2xx
+# answer or a local failure counts as transient; a refused URL gives up at once.
 EVENT = RetryRule(
     backoff=Backoff(first=10.0, cap=3600.0),
-    retry_on=frozenset({"transient"}),
+    retry_on=frozenset({ErrorKind.TRANSIENT}),
     max_attempts=12,
     on_exhausted="undeliverable",
 )

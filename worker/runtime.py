@@ -11,6 +11,7 @@ from functools import cached_property
 
 import httpx
 
+from config import queues
 from config.settings import Account, Settings, get_settings
 from worker.domain import Direction, FaxRecord, State
 from worker.io.archive import Archive
@@ -20,16 +21,18 @@ from worker.providers import provider_for
 from worker.providers.base import Provider
 from worker.store.records import FaxStore
 
-# Task and queue for a record's next step, by direction and state.
-ARCHIVE_TASK = ("faxrelay.archive_fax", "faxrelay.archive")
-SUBMIT_TASK = ("faxrelay.submit_fax", "faxrelay.send")
-POLL_TASK = ("faxrelay.poll_fax", "faxrelay.poll")
-INBOUND_TASK = ("faxrelay.handle_inbound", "faxrelay.intake")
-EVENT_TASK = ("faxrelay.deliver_event", "faxrelay.events")
-RECONCILE_TASK = ("faxrelay.reconcile_account", "faxrelay.intake")
+# The wake-ups the worker publishes, as (task, queue): config.queues' routes under the names the
+# pipelines use.
+ARCHIVE_TASK = queues.ARCHIVE_FAX
+SUBMIT_TASK = queues.SUBMIT_FAX
+POLL_TASK = queues.POLL_FAX
+INBOUND_TASK = queues.HANDLE_INBOUND
+EVENT_TASK = queues.DELIVER_EVENT
+RECONCILE_TASK = queues.RECONCILE_ACCOUNT
 
 
-def next_step(record: FaxRecord) -> tuple[str, str] | None:
+def next_step(record: FaxRecord) -> queues.Route | None:
+    """The task and queue of a record's next step, by direction and state (none once final)."""
     if record.final:
         return None
     if record.direction == Direction.INBOUND:
@@ -77,12 +80,12 @@ class Runtime:
     def emit(self, record: FaxRecord, event_type: str) -> None:
         """Record the event's deliveries and wake them now (the sweeper retries them)."""
         for delivery_id in emit(self.store.redis, self.settings, record, event_type):
-            self.send_task(EVENT_TASK[0], EVENT_TASK[1], [delivery_id])
+            self.send_task(EVENT_TASK.task, EVENT_TASK.queue, [delivery_id])
 
     def wake(self, record: FaxRecord) -> None:
         step = next_step(record)
         if step is not None:
-            self.send_task(step[0], step[1], [record.id])
+            self.send_task(step.task, step.queue, [record.id])
 
 
 def allowed_hosts(account: Account) -> list[str]:

@@ -8,28 +8,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from config import queues
 from config.celery_app import app
-from worker.pipeline import events, inbound, outbound, sweeper
+from worker.pipeline import events, inbound, sweeper
+from worker.pipeline.outbound import accept, follow
 from worker.providers import provider_class
 from worker.runtime import RECONCILE_TASK, get_runtime
 
 
-@app.task(name="faxrelay.handle_inbound")
+@app.task(name=queues.HANDLE_INBOUND.task)
 def handle_inbound(fax_id: str) -> None:
     inbound.handle_inbound(get_runtime(), fax_id)
 
 
-@app.task(name="faxrelay.archive_fax")
+@app.task(name=queues.ARCHIVE_FAX.task)
 def archive_fax(fax_id: str) -> None:
     inbound.archive_fax(get_runtime(), fax_id)
 
 
-@app.task(name="faxrelay.reconcile_account")
+@app.task(name=queues.RECONCILE_ACCOUNT.task)
 def reconcile_account(account: str) -> list[str]:
     return inbound.reconcile(get_runtime(), account)
 
 
-@app.task(name="faxrelay.reconcile_all")
+@app.task(name=queues.RECONCILE_ALL.task)
 def reconcile_all() -> None:
     runtime = get_runtime()
     for name, account in runtime.settings.accounts.items():
@@ -40,33 +42,33 @@ def reconcile_all() -> None:
             runtime.send_task(RECONCILE_TASK[0], RECONCILE_TASK[1], [name])
 
 
-@app.task(name="faxrelay.sweep")
+@app.task(name=queues.SWEEP.task)
 def sweep() -> dict[str, Any]:
     result = sweeper.sweep(get_runtime())
     return {"records": result.records, "deliveries": result.deliveries}
 
 
-@app.task(name="faxrelay.deliver_event")
+@app.task(name=queues.DELIVER_EVENT.task)
 def deliver_event(delivery_id: str) -> str:
     runtime = get_runtime()
     return events.deliver(runtime.store.redis, runtime.settings, delivery_id)
 
 
-@app.task(name="faxrelay.submit_fax")
+@app.task(name=queues.SUBMIT_FAX.task)
 def submit_fax(fax_id: str) -> None:
-    outbound.submit_fax(get_runtime(), fax_id)
+    follow.submit_fax(get_runtime(), fax_id)
 
 
-@app.task(name="faxrelay.poll_fax")
+@app.task(name=queues.POLL_FAX.task)
 def poll_fax(fax_id: str) -> None:
-    outbound.poll_fax(get_runtime(), fax_id)
+    follow.poll_fax(get_runtime(), fax_id)
 
 
 class SendRefused(Exception):
     """A queued send that cannot be accepted; the message says what is wrong."""
 
 
-@app.task(name="faxrelay.send_fax")
+@app.task(name=queues.SEND_FAX.task)
 def send_fax(
     account: str = "",
     to: str = "",
@@ -87,7 +89,7 @@ def send_fax(
         raise SendRefused(f"422 missing_field: missing: {', '.join(missing)}")
     if not isinstance(document, dict):
         raise SendRefused("422 bad_document: document must be an object")
-    request = outbound.SendRequest(
+    request = accept.SendRequest(
         account=str(account),
         to=str(to),
         document=document,
@@ -96,7 +98,7 @@ def send_fax(
         metadata=metadata if metadata is not None else {},
     )
     try:
-        accepted = outbound.accept_send(get_runtime(), request)
-    except outbound.SendError as exc:
+        accepted = accept.accept_send(get_runtime(), request)
+    except accept.SendError as exc:
         raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
     return accepted.record.id

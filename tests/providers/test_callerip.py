@@ -1,12 +1,7 @@
-"""CallerIP: the client against the sandbox over real HTTP, and MockTransport tests for answers
-the docs do not promise."""
+"""CallerIP: the shared provider contract, the client against the sandbox over real HTTP, and
+MockTransport tests for answers the docs do not promise."""
 
 from __future__ import annotations
-
-import io
-import logging
-import time
-from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -14,37 +9,31 @@ import pytest
 from config.settings import Account
 from sandbox import callerip as sandbox_callerip
 from sandbox.pdf import make_pdf
+from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT
+from tests.providers.contract import Call, StatusWordsContract
+from tests.providers.helpers import Answer, MockNetwork, document, fault, wait_for
 from tests.sandbox_server import RunningSandbox
 from worker.providers import provider_class
 from worker.providers.base import (
     BadDestinationError,
     FailureCause,
     JobState,
+    JobStatus,
     OutcomeUnknownError,
-    OutgoingDocument,
+    Provider,
     ProviderAuthError,
     ProviderError,
     ProviderPermanentError,
     ProviderTransientError,
 )
-from worker.providers.callerip import CallerIP
+from worker.providers.callerip import CallerIPClient
 
 PDF = make_pdf(1)
 IN_PROGRESS = ["Loading", "Converting", "Pending", "Sending"]
 
 
-def document(content: bytes = PDF, filename: str = "fax.pdf") -> OutgoingDocument:
-    return OutgoingDocument(filename=filename, stream=io.BytesIO(content), size=len(content))
-
-
 def make_account(base_url: str, token: str = sandbox_callerip.VALID_TOKEN) -> Account:
     return Account(name="cip", provider="callerip", base_url=base_url, token=token)
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
-        yield client
 
 
 def client(
@@ -52,29 +41,22 @@ def client(
     http: httpx.Client,
     token: str = sandbox_callerip.VALID_TOKEN,
     timeout: float | None = None,
-) -> CallerIP:
+) -> CallerIPClient:
     account = make_account(sandbox.base_url("callerip"), token)
-    return CallerIP(account, http, httpx.Timeout(timeout) if timeout else None)
-
-
-def wait_for(condition: Callable[[], bool], deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, "condition not met before the deadline"
-        time.sleep(0.02)
+    return CallerIPClient(account, http, httpx.Timeout(timeout) if timeout else None)
 
 
 # --- against the sandbox ---------------------------------------------------------------
 
 
 def test_registry_finds_the_module() -> None:
-    assert provider_class("callerip") is CallerIP
-    assert CallerIP.capabilities.track is True
-    assert CallerIP.capabilities.find_submitted is False
+    assert provider_class("callerip") is CallerIPClient
+    assert CallerIPClient.capabilities.track is True
+    assert CallerIPClient.capabilities.find_submitted is False
 
 
 def test_submit_sends_the_documented_form(sandbox: RunningSandbox, http: httpx.Client) -> None:
-    result = client(sandbox, http).submit(document(), "+1 (647) 495-9659")
+    result = client(sandbox, http).submit(document(PDF), "+1 (647) 495-9659")
 
     job = sandbox.sb.jobs["callerip"][result.job_id]
     assert job.to_number == "6474959659"
@@ -107,7 +89,7 @@ def test_a_job_passes_through_the_six_states(
     sandbox.control("outcomes", provider="callerip", outcomes=[outcome])
     sandbox.sb.job_duration["callerip"] = 60.0
     provider = client(sandbox, http)
-    job_id = provider.submit(document(), "6474959659").job_id
+    job_id = provider.submit(document(PDF), "6474959659").job_id
     sandbox.control("clock", speed=40)  # 60 s of provider time in 1.5 s
     seen: list[str] = []
     states: list[JobState] = []
@@ -136,7 +118,7 @@ def test_every_failure_ends_failed(
 ) -> None:
     sandbox.control("outcomes", provider="callerip", outcomes=[outcome])
     provider = client(sandbox, http)
-    job_id = provider.submit(document(), "6474959659").job_id
+    job_id = provider.submit(document(PDF), "6474959659").job_id
     assert provider.status(job_id).state is JobState.QUEUED
     sandbox.control("clock", advance=sandbox.sb.job_duration["callerip"])
     status = provider.status(job_id)
@@ -149,7 +131,7 @@ def test_every_failure_ends_failed(
 def test_a_refused_token_is_an_auth_error(sandbox: RunningSandbox, http: httpx.Client) -> None:
     provider = client(sandbox, http, token="not-a-line-token")
     with pytest.raises(ProviderAuthError) as info:
-        provider.submit(document(), "6474959659")
+        provider.submit(document(PDF), "6474959659")
     assert info.value.provider == "callerip"
     assert info.value.operation == "send"
     assert info.value.http_status == 401
@@ -180,7 +162,7 @@ def test_status_of_an_unknown_fax_is_permanent(sandbox: RunningSandbox, http: ht
 
 
 def test_another_lines_fax_is_not_visible(sandbox: RunningSandbox, http: httpx.Client) -> None:
-    job_id = client(sandbox, http).submit(document(), "6474959659").job_id
+    job_id = client(sandbox, http).submit(document(PDF), "6474959659").job_id
     with pytest.raises(ProviderPermanentError) as info:
         client(sandbox, http, token=sandbox_callerip.OTHER_TOKEN).status(job_id)
     assert info.value.http_status == 404
@@ -190,7 +172,7 @@ def test_a_bad_destination_never_reaches_the_provider(
     sandbox: RunningSandbox, http: httpx.Client
 ) -> None:
     with pytest.raises(BadDestinationError) as info:
-        client(sandbox, http).submit(document(), "+44 20 7946 0958")
+        client(sandbox, http).submit(document(PDF), "+44 20 7946 0958")
     assert "10" in info.value.provider_message
     assert not sandbox.requests("callerip")
 
@@ -209,9 +191,9 @@ def test_check_reads_the_token(sandbox: RunningSandbox, http: httpx.Client) -> N
 def test_a_send_that_times_out_has_an_unknown_outcome(
     sandbox: RunningSandbox, http: httpx.Client
 ) -> None:
-    sandbox.control("faults", provider="callerip", operation="send", kind="hang", seconds=1.0)
+    fault(sandbox, "callerip", "send", kind="hang", seconds=1.0)
     with pytest.raises(OutcomeUnknownError) as info:
-        client(sandbox, http, timeout=0.3).submit(document(), "6474959659")
+        client(sandbox, http, timeout=0.3).submit(document(PDF), "6474959659")
     assert info.value.operation == "send"
     # The provider took the fax after all: exactly why the outcome is "unknown", not "failed".
     wait_for(lambda: len(sandbox.sb.jobs["callerip"]) == 1)
@@ -221,8 +203,8 @@ def test_a_send_that_times_out_has_an_unknown_outcome(
 def test_a_status_call_that_times_out_is_transient(
     sandbox: RunningSandbox, http: httpx.Client
 ) -> None:
-    job_id = client(sandbox, http).submit(document(), "6474959659").job_id
-    sandbox.control("faults", provider="callerip", operation="status", kind="hang", seconds=1.0)
+    job_id = client(sandbox, http).submit(document(PDF), "6474959659").job_id
+    fault(sandbox, "callerip", "status", kind="hang", seconds=1.0)
     with pytest.raises(ProviderTransientError) as info:
         client(sandbox, http, timeout=0.3).status(job_id)
     assert not isinstance(info.value, OutcomeUnknownError)
@@ -231,8 +213,8 @@ def test_a_status_call_that_times_out_is_transient(
 
 def test_a_provider_outage_is_transient(sandbox: RunningSandbox, http: httpx.Client) -> None:
     provider = client(sandbox, http)
-    job_id = provider.submit(document(), "6474959659").job_id
-    sandbox.control("faults", provider="callerip", operation="status", kind="error", status=503)
+    job_id = provider.submit(document(PDF), "6474959659").job_id
+    fault(sandbox, "callerip", "status", kind="error", status=503)
     with pytest.raises(ProviderTransientError) as info:
         provider.status(job_id)
     assert info.value.http_status == 503
@@ -281,33 +263,39 @@ def test_sandbox_status_needs_a_uuid(sandbox: RunningSandbox) -> None:
     assert "uuid" in answer.json()["error"]
 
 
+# --- the shared provider contract (MockTransport) -------------------------------------------
+MOCK_BASE = "https://fax.example.test:8000"
+
+
+class TestContract(StatusWordsContract):
+    provider = "callerip"
+
+    def client(self, http: httpx.Client) -> Provider:
+        return CallerIPClient(make_account(MOCK_BASE), http, CONTRACT_TIMEOUT)
+
+    def calls(self) -> list[Call]:
+        return [
+            Call("send", lambda c: c.submit(document(PDF), "6474959659"), sends=True),
+            Call("status", lambda c: c.status("u-1")),
+            # A refusal of the made-up uuid that does not speak of the token is reported.
+            Call("check", lambda c: c.check(), raises_on_refusal=False),
+        ]
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/fax/send":
+            return httpx.Response(200, json={"uuid": "u-1", "status": "Loading"})
+        return httpx.Response(200, json={"status": "Pending"})
+
+    def status_answer(self, word: str) -> httpx.Response:
+        return httpx.Response(200, json={"status": word})
+
+    def ask_status(self, client: Provider) -> JobStatus:
+        return client.status("u-1")
+
+
 # --- answers the docs do not promise (MockTransport) -----------------------------------------
-
-
-def mock_client(
-    answer: Callable[[httpx.Request], httpx.Response],
-    seen: list[httpx.Request] | None = None,
-) -> CallerIP:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(request)
-        return answer(request)
-
-    http = httpx.Client(transport=httpx.MockTransport(handler))
-    return CallerIP(make_account("https://fax.example.test:8000"), http, httpx.Timeout(5.0))
-
-
-def test_an_unknown_status_word_is_unknown_kept_and_logged_once(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    provider = mock_client(lambda r: httpx.Response(200, json={"status": "Retrying-4471"}))
-    with caplog.at_level(logging.WARNING, logger="worker.providers.callerip"):
-        first = provider.status("u1")
-        second = provider.status("u2")
-    assert first.state is JobState.UNKNOWN
-    assert not first.state.final
-    assert first.raw_status == second.raw_status == "Retrying-4471"
-    assert len([r for r in caplog.records if "Retrying-4471" in r.getMessage()]) == 1
+def mock_client(answer: Answer) -> CallerIPClient:
+    return CallerIPClient(make_account(MOCK_BASE), MockNetwork(answer).http)
 
 
 @pytest.mark.parametrize(
@@ -364,31 +352,11 @@ def test_unexpected_status_answers(
 )
 def test_unexpected_send_answers(answer: httpx.Response, error_class: type[ProviderError]) -> None:
     with pytest.raises(error_class) as info:
-        mock_client(lambda r: answer).submit(document(), "6474959659")
+        mock_client(lambda r: answer).submit(document(PDF), "6474959659")
     assert type(info.value) is error_class
     assert info.value.http_status == answer.status_code
     if answer.content:
         assert answer.text.strip()[:20] in info.value.provider_message  # raw body kept
-
-
-def test_a_lost_answer_after_sending_is_an_unknown_outcome() -> None:
-    def hang(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
-
-    with pytest.raises(OutcomeUnknownError):
-        mock_client(hang).submit(document(), "6474959659")
-    with pytest.raises(ProviderTransientError) as info:
-        mock_client(hang).status("u")
-    assert not isinstance(info.value, OutcomeUnknownError)
-
-
-def test_a_refused_connection_is_transient_not_unknown() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    with pytest.raises(ProviderTransientError) as info:
-        mock_client(refuse).submit(document(), "6474959659")
-    assert not isinstance(info.value, OutcomeUnknownError)
 
 
 @pytest.mark.parametrize(
@@ -421,22 +389,21 @@ def test_check_raises_when_refused_or_down(
         mock_client(lambda r: answer).check()
 
 
-def test_every_request_carries_the_timeout_and_the_token() -> None:
-    seen: list[httpx.Request] = []
+def test_status_asks_for_the_submitted_uuid_with_the_token() -> None:
     answers = iter(
         [
             httpx.Response(200, json={"uuid": "u-1", "status": "Loading"}),
             httpx.Response(200, json={"status": "Pending"}),
         ]
     )
-    provider = mock_client(lambda r: next(answers), seen)
-    job_id = provider.submit(document(), "6474959659").job_id
+    network = MockNetwork(lambda r: next(answers))
+    provider = CallerIPClient(make_account(MOCK_BASE), network.http)
+    job_id = provider.submit(document(PDF), "6474959659").job_id
     assert provider.status(job_id).raw_status == "Pending"
+    seen = network.requests
     assert [r.url.path for r in seen] == ["/api/fax/send", "/api/fax/status"]
     assert seen[1].url.params["uuid"] == "u-1"
     assert seen[1].url.params["token"] == sandbox_callerip.VALID_TOKEN
-    for request in seen:
-        assert request.extensions["timeout"]["read"] == 5.0
 
 
 @pytest.mark.parametrize(
@@ -449,7 +416,7 @@ def test_every_request_carries_the_timeout_and_the_token() -> None:
     ],
 )
 def test_normalize_destination(number: str, expected: str) -> None:
-    assert CallerIP.normalize_destination(number) == expected
+    assert CallerIPClient.normalize_destination(number) == expected
 
 
 @pytest.mark.parametrize(
@@ -457,6 +424,6 @@ def test_normalize_destination(number: str, expected: str) -> None:
 )
 def test_normalize_destination_refuses(number: str) -> None:
     with pytest.raises(BadDestinationError) as info:
-        CallerIP.normalize_destination(number)
+        CallerIPClient.normalize_destination(number)
     assert info.value.provider == "callerip"
     assert "10" in info.value.provider_message

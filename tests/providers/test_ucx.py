@@ -1,15 +1,12 @@
-"""UCX Virtual Fax client against the sandbox (real HTTP) and against MockTransport answers the
-docs do not promise."""
+"""UCX Virtual Fax: the shared provider contract, the client against the sandbox (real HTTP), and
+MockTransport answers the docs do not promise."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +16,10 @@ import pytest
 from config.settings import Account
 from sandbox import ucx as sandbox_ucx
 from sandbox.pdf import make_pdf
+from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT
+from tests.providers.contract import Call, StatusWordsContract, TokenContract
+from tests.providers.helpers import Answer, MockNetwork, fault, wait_for
+from tests.providers.helpers import document as outgoing
 from tests.sandbox_server import RunningSandbox
 from worker.providers import provider_class
 from worker.providers import ucx as ucx_module
@@ -30,11 +31,13 @@ from worker.providers.base import (
     JobStatus,
     OutcomeUnknownError,
     OutgoingDocument,
+    Provider,
     ProviderAuthError,
     ProviderPermanentError,
     ProviderTransientError,
+    SubmitResult,
 )
-from worker.providers.ucx import UcxProvider
+from worker.providers.ucx import UcxClient
 
 TO = "+1 (469) 555-0101"
 DIALED = "14695550101"
@@ -51,44 +54,25 @@ def account(base_url: str, **overrides: str) -> Account:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
-        yield client
-
-
-@pytest.fixture
-def client(sandbox: RunningSandbox, http: httpx.Client) -> UcxProvider:
-    return UcxProvider(account(sandbox.base_url("ucx")), http)
+def client(sandbox: RunningSandbox, http: httpx.Client) -> UcxClient:
+    return UcxClient(account(sandbox.base_url("ucx")), http)
 
 
 def document(pages: int = 2) -> OutgoingDocument:
-    pdf = make_pdf(pages)
-    return OutgoingDocument(filename="letter.pdf", stream=io.BytesIO(pdf), size=len(pdf))
+    return outgoing(make_pdf(pages), filename="letter.pdf")
 
 
 def ops(sandbox: RunningSandbox) -> list[str]:
     return [r["operation"] for r in sandbox.requests("ucx")]
 
 
-def wait_for(condition: Callable[[], JobStatus], deadline: float = 10.0) -> list[JobStatus]:
-    """Poll until a final state; returns every status seen."""
-    seen: list[JobStatus] = []
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        seen.append(condition())
-        if seen[-1].state.final:
-            return seen
-        time.sleep(0.02)
-    raise AssertionError(f"no final state before the deadline; last: {seen[-1:]}")
-
-
 # --- registry, destinations ----------------------------------------------------------------
 
 
 def test_registered_under_its_name() -> None:
-    assert provider_class("ucx") is UcxProvider
-    assert UcxProvider.capabilities.find_submitted and UcxProvider.capabilities.cancel
-    assert not UcxProvider.capabilities.inbound_webhook
+    assert provider_class("ucx") is UcxClient
+    assert UcxClient.capabilities.find_submitted and UcxClient.capabilities.cancel
+    assert not UcxClient.capabilities.inbound_webhook
 
 
 @pytest.mark.parametrize(
@@ -101,7 +85,7 @@ def test_registered_under_its_name() -> None:
     ],
 )
 def test_normalize_destination_strips_formatting(given: str, expected: str) -> None:
-    assert UcxProvider.normalize_destination(given) == expected
+    assert UcxClient.normalize_destination(given) == expected
 
 
 @pytest.mark.parametrize(
@@ -116,13 +100,13 @@ def test_normalize_destination_strips_formatting(given: str, expected: str) -> N
 )
 def test_normalize_destination_refuses(given: str, words: str) -> None:
     with pytest.raises(BadDestinationError) as info:
-        UcxProvider.normalize_destination(given)
+        UcxClient.normalize_destination(given)
     assert words in str(info.value)
     assert info.value.provider == "ucx"
 
 
 def test_submit_refuses_bad_number_without_calling(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     with pytest.raises(BadDestinationError):
         client.submit(document(), "fax me")
@@ -132,7 +116,7 @@ def test_submit_refuses_bad_number_without_calling(
 # --- token ----------------------------------------------------------------------------------
 
 
-def test_check_reports_faxes_and_usage(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_check_reports_faxes_and_usage(client: UcxClient, sandbox: RunningSandbox) -> None:
     result = client.check()
     assert result["fax_id"] == sandbox_ucx.FAX_ID
     assert {f["name"] for f in result["faxes"]} == {"Sales", "Support"}
@@ -147,13 +131,13 @@ def test_check_reports_faxes_and_usage(client: UcxProvider, sandbox: RunningSand
 def test_check_refuses_a_fax_id_the_ucx_does_not_have(
     sandbox: RunningSandbox, http: httpx.Client
 ) -> None:
-    client = UcxProvider(account(sandbox.base_url("ucx"), fax_id="9"), http)
+    client = UcxClient(account(sandbox.base_url("ucx"), fax_id="9"), http)
     with pytest.raises(ProviderPermanentError, match=r"fax_id 9 is not one of .*2 \(Support\)"):
         client.check()
 
 
 def test_wrong_credentials_are_an_auth_error(sandbox: RunningSandbox, http: httpx.Client) -> None:
-    client = UcxProvider(account(sandbox.base_url("ucx"), client_secret="wrong"), http)
+    client = UcxClient(account(sandbox.base_url("ucx"), client_secret="wrong"), http)
     with pytest.raises(ProviderAuthError) as info:
         client.faxlist()
     assert info.value.http_status == 401
@@ -162,47 +146,8 @@ def test_wrong_credentials_are_an_auth_error(sandbox: RunningSandbox, http: http
     assert ops(sandbox) == ["token"]
 
 
-def test_token_is_cached(client: UcxProvider, sandbox: RunningSandbox) -> None:
-    client.faxlist()
-    client.faxusage()
-    client.recordcount("RX")
-    assert ops(sandbox).count("token") == 1
-
-
-def test_token_renewed_on_401_and_call_retried_once(
-    client: UcxProvider, sandbox: RunningSandbox
-) -> None:
-    client.faxlist()
-    sandbox.control("faults", provider="ucx", operation="faxusage", kind="error", status=401)
-    usage = client.faxusage("2")
-    assert usage[0]["id"] == "2"
-    assert ops(sandbox) == ["token", "faxlist", "faxusage", "token", "faxusage"]
-
-
-def test_token_refused_twice_is_an_auth_error(client: UcxProvider, sandbox: RunningSandbox) -> None:
-    sandbox.control(
-        "faults", provider="ucx", operation="faxlist", kind="error", status=401, count=2
-    )
-    with pytest.raises(ProviderAuthError) as info:
-        client.faxlist()
-    assert info.value.http_status == 401
-    assert ops(sandbox).count("faxlist") == 2
-
-
-def test_submit_renews_token_and_resends_whole_document(
-    client: UcxProvider, sandbox: RunningSandbox
-) -> None:
-    client.faxlist()
-    sandbox.control("faults", provider="ucx", operation="filesend", kind="error", status=401)
-    doc = document(3)
-    result = client.submit(doc, TO)
-    job = sandbox.sb.jobs["ucx"][result.job_id]
-    assert job.document == make_pdf(3)
-    assert ops(sandbox).count("filesend") == 2
-
-
 def test_token_fetched_once_under_concurrent_use(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     errors: list[BaseException] = []
 
@@ -226,7 +171,7 @@ def test_token_fetched_once_under_concurrent_use(
 
 
 def test_submit_sends_multipart_and_returns_job_id(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     result = client.submit(document(2), TO)
     assert result.job_id.startswith("TX")
@@ -241,20 +186,19 @@ def test_submit_sends_multipart_and_returns_job_id(
 def test_submit_with_unknown_fax_id_is_permanent(
     sandbox: RunningSandbox, http: httpx.Client
 ) -> None:
-    client = UcxProvider(account(sandbox.base_url("ucx"), fax_id="77"), http)
+    client = UcxClient(account(sandbox.base_url("ucx"), fax_id="77"), http)
     with pytest.raises(ProviderPermanentError) as info:
         client.submit(document(), TO)
     assert info.value.http_status == 400
     assert "Invalid fax ID" in info.value.provider_message
 
 
-def test_success_goes_pending_active_done(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_success_goes_pending_active_done(client: UcxClient, sandbox: RunningSandbox) -> None:
     result = client.submit(document(2), TO)
     first = client.status(result.job_id)
     assert first.state is JobState.QUEUED and first.raw_status == "Pending"
     sandbox.control("clock", speed=50)
-    seen = wait_for(lambda: client.status(result.job_id))
-    final = seen[-1]
+    final = wait_for(lambda: (s := client.status(result.job_id)).state.final and s)
     assert final.state is JobState.DELIVERED
     assert final.raw_status == "Done"
     assert final.pages == 2
@@ -274,7 +218,7 @@ def test_success_goes_pending_active_done(client: UcxProvider, sandbox: RunningS
     ],
 )
 def test_outcomes_reach_their_final_state(
-    client: UcxProvider,
+    client: UcxClient,
     sandbox: RunningSandbox,
     outcome: str,
     state: JobState,
@@ -285,7 +229,7 @@ def test_outcomes_reach_their_final_state(
     sandbox.control("outcomes", provider="ucx", outcomes=[outcome])
     result = client.submit(document(1), TO)
     sandbox.control("clock", speed=50)
-    final = wait_for(lambda: client.status(result.job_id))[-1]
+    final = wait_for(lambda: (s := client.status(result.job_id)).state.final and s)
     assert final.state is state
     assert final.cause is cause
     assert final.provider_retried is retried
@@ -293,7 +237,7 @@ def test_outcomes_reach_their_final_state(
 
 
 def test_busy_sleeps_between_tries_with_the_reason(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     sandbox.control("outcomes", provider="ucx", outcomes=["busy"])
     result = client.submit(document(1), TO)
@@ -309,7 +253,7 @@ def test_busy_sleeps_between_tries_with_the_reason(
 
 
 def test_status_after_job_left_the_queue_comes_from_records(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     sandbox.control("outcomes", provider="ucx", outcomes=["busy_then_success"])
     submitted = datetime.now(UTC)
@@ -327,14 +271,14 @@ def test_status_after_job_left_the_queue_comes_from_records(
     assert sandbox.requests("ucx", "jobstatus")[-1]["status"] == 404
 
 
-def test_status_of_a_job_found_nowhere_is_unknown(client: UcxProvider) -> None:
+def test_status_of_a_job_found_nowhere_is_unknown(client: UcxClient) -> None:
     status = client.status("TX999999")
     assert status.state is JobState.UNKNOWN
     assert not status.state.final
     assert "TX999999" in status.detail
 
 
-def test_cancel_ends_the_job_cancelled(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_cancel_ends_the_job_cancelled(client: UcxClient, sandbox: RunningSandbox) -> None:
     result = client.submit(document(1), TO)
     client.cancel(result.job_id)
     call = sandbox.requests("ucx", "jobcancel")[0]
@@ -347,7 +291,7 @@ def test_cancel_ends_the_job_cancelled(client: UcxProvider, sandbox: RunningSand
         client.cancel(result.job_id)
 
 
-def test_cancel_unknown_job_is_permanent_not_found(client: UcxProvider) -> None:
+def test_cancel_unknown_job_is_permanent_not_found(client: UcxClient) -> None:
     with pytest.raises(ProviderPermanentError) as info:
         client.cancel("TX424242")
     assert info.value.http_status == 404
@@ -361,20 +305,17 @@ def test_cancel_unknown_job_is_permanent_not_found(client: UcxProvider) -> None:
 def test_submit_timeout_is_outcome_unknown_and_find_submitted_recovers(
     sandbox: RunningSandbox, http: httpx.Client
 ) -> None:
-    client = UcxProvider(
+    client = UcxClient(
         account(sandbox.base_url("ucx")), http, timeout=httpx.Timeout(0.4, connect=2.0)
     )
     client.token()
     since = datetime.now(UTC)
-    sandbox.control("faults", provider="ucx", operation="filesend", kind="hang", seconds=1.0)
+    fault(sandbox, "ucx", "filesend", kind="hang", seconds=1.0)
     with pytest.raises(OutcomeUnknownError) as info:
         client.submit(document(1), TO)
     assert info.value.operation == "filesend"
     assert ops(sandbox).count("filesend") == 1  # never retried inside the client
-    deadline = time.monotonic() + 5
-    while not sandbox.sb.jobs["ucx"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    (job_id,) = sandbox.sb.jobs["ucx"]
+    (job_id,) = wait_for(lambda: dict(sandbox.sb.jobs["ucx"]), what="the hung job queued")
     found = client.find_submitted(TO, since)
     assert found is not None and found.job_id == job_id
     assert found.raw["destination"] == DIALED  # from activejobs while in progress
@@ -382,7 +323,7 @@ def test_submit_timeout_is_outcome_unknown_and_find_submitted_recovers(
 
 
 def test_find_submitted_finds_completed_jobs_and_the_earliest_one(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     old = client.submit(document(1), TO)
     sandbox.control("clock", advance=600)
@@ -407,7 +348,7 @@ def store(sandbox: RunningSandbox, **fields: Any) -> dict[str, Any]:
     return answer
 
 
-def test_list_download_delete_inbound(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_list_download_delete_inbound(client: UcxClient, sandbox: RunningSandbox) -> None:
     since = datetime.now(UTC) - timedelta(seconds=5)
     stored = store(sandbox, pages=3, size=200_000, **{"from": "2142454571"})
     faxes = client.list_inbound(since)
@@ -430,7 +371,7 @@ def test_list_download_delete_inbound(client: UcxProvider, sandbox: RunningSandb
 
 
 def test_list_inbound_walks_pages_newest_first_and_stops_at_since(
-    client: UcxProvider, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+    client: UcxClient, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ucx_module, "PAGE_SIZE", 2)
     monkeypatch.setattr(ucx_module, "PAGE_SLACK", 0)
@@ -447,7 +388,7 @@ def test_list_inbound_walks_pages_newest_first_and_stops_at_since(
     assert len(client.list_inbound(since - timedelta(days=1))) == 9
 
 
-def test_received_fax_past_expiry_is_gone(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_received_fax_past_expiry_is_gone(client: UcxClient, sandbox: RunningSandbox) -> None:
     stored = store(sandbox, expires_in=10)
     fax = InboundFax(provider_fax_id=stored["jobid"])
     sandbox.control("clock", advance=11)
@@ -464,35 +405,35 @@ def test_received_fax_past_expiry_is_gone(client: UcxProvider, sandbox: RunningS
     ],
 )
 def test_download_faults(
-    client: UcxProvider,
+    client: UcxClient,
     sandbox: RunningSandbox,
     kind: str,
     error: type[Exception],
     words: str,
 ) -> None:
     stored = store(sandbox, size=100_000)
-    sandbox.control("faults", provider="ucx", operation="filedownload", kind=kind)
+    fault(sandbox, "ucx", "filedownload", kind=kind)
     with pytest.raises(error, match=words):
         client.download(InboundFax(stored["jobid"]), io.BytesIO(), 10_000_000)
 
 
-def test_download_over_the_limit_is_refused(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_download_over_the_limit_is_refused(client: UcxClient, sandbox: RunningSandbox) -> None:
     stored = store(sandbox, size=50_000)
     with pytest.raises(ProviderPermanentError, match="limit"):
         client.download(InboundFax(stored["jobid"]), io.BytesIO(), max_bytes=1000)
 
 
-def test_download_renews_token_on_401(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_download_renews_token_on_401(client: UcxClient, sandbox: RunningSandbox) -> None:
     stored = store(sandbox)
     client.token()
-    sandbox.control("faults", provider="ucx", operation="filedownload", kind="error", status=401)
+    fault(sandbox, "ucx", "filedownload", kind="error", status=401)
     sink = io.BytesIO()
     assert client.download(InboundFax(stored["jobid"]), sink, 10_000_000) == stored["size"]
     assert ops(sandbox) == ["token", "filedownload", "token", "filedownload"]
 
 
 def test_sent_document_downloads_and_tx_record_deletes(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     result = client.submit(document(2), TO)
     sink = io.BytesIO()
@@ -507,7 +448,7 @@ def test_sent_document_downloads_and_tx_record_deletes(
 # --- operator calls and documented errors ---------------------------------------------------
 
 
-def test_operator_calls(client: UcxProvider, sandbox: RunningSandbox) -> None:
+def test_operator_calls(client: UcxClient, sandbox: RunningSandbox) -> None:
     client.submit(document(1), TO)
     store(sandbox)
     store(sandbox)
@@ -521,7 +462,7 @@ def test_operator_calls(client: UcxProvider, sandbox: RunningSandbox) -> None:
     assert len(client.recordsget("RX", limit=1, offset=1)) == 1
 
 
-def test_missing_or_invalid_parameter_is_a_permanent_400(client: UcxProvider) -> None:
+def test_missing_or_invalid_parameter_is_a_permanent_400(client: UcxClient) -> None:
     with pytest.raises(ProviderPermanentError) as info:
         client.recordsget("XX")
     assert info.value.http_status == 400
@@ -529,19 +470,17 @@ def test_missing_or_invalid_parameter_is_a_permanent_400(client: UcxProvider) ->
 
 
 def test_unknown_endpoint_is_a_permanent_404(sandbox: RunningSandbox, http: httpx.Client) -> None:
-    client = UcxProvider(account(f"{sandbox.url}/not-a-ucx"), http)
+    client = UcxClient(account(f"{sandbox.url}/not-a-ucx"), http)
     with pytest.raises(ProviderPermanentError) as info:
         client.check()
     assert info.value.http_status == 404
 
 
 def test_server_error_500_with_message_is_transient(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
     body = json.dumps({"result": "Error", "message": "Server-side processing failure"})
-    sandbox.control(
-        "faults", provider="ucx", operation="activejobs", kind="error", status=500, body=body
-    )
+    fault(sandbox, "ucx", "activejobs", status=500, body=body)
     with pytest.raises(ProviderTransientError) as info:
         client.activejobs("TX")
     assert info.value.http_status == 500
@@ -549,12 +488,12 @@ def test_server_error_500_with_message_is_transient(
 
 
 def test_submit_500_page_is_outcome_unknown_but_503_is_transient(
-    client: UcxProvider, sandbox: RunningSandbox
+    client: UcxClient, sandbox: RunningSandbox
 ) -> None:
-    sandbox.control("faults", provider="ucx", operation="filesend", kind="error", status=500)
+    fault(sandbox, "ucx", "filesend", kind="error", status=500)
     with pytest.raises(OutcomeUnknownError):
         client.submit(document(1), TO)
-    sandbox.control("faults", provider="ucx", operation="filesend", kind="error", status=503)
+    fault(sandbox, "ucx", "filesend", kind="error", status=503)
     with pytest.raises(ProviderTransientError) as info:
         client.submit(document(1), TO)
     assert not isinstance(info.value, OutcomeUnknownError)
@@ -562,26 +501,95 @@ def test_submit_500_page_is_outcome_unknown_but_503_is_transient(
 
 
 def test_slow_answer_is_a_transient_timeout(sandbox: RunningSandbox, http: httpx.Client) -> None:
-    client = UcxProvider(account(sandbox.base_url("ucx")), http, timeout=httpx.Timeout(0.3))
+    client = UcxClient(account(sandbox.base_url("ucx")), http, timeout=httpx.Timeout(0.3))
     client.token()
-    sandbox.control("faults", provider="ucx", operation="jobstatus", kind="hang", seconds=1.0)
+    fault(sandbox, "ucx", "jobstatus", kind="hang", seconds=1.0)
     with pytest.raises(ProviderTransientError, match="no answer"):
         client.status("TX1")
+
+
+# --- the shared provider contract (MockTransport) -------------------------------------------
+MOCK_BASE = "https://ucx.example.test"
+
+
+def success(request: httpx.Request) -> httpx.Response:
+    """The UCX's success answer to each documented method."""
+    method = request.url.path.rsplit("/", 1)[-1]
+    if method == "filedownload":
+        return httpx.Response(200, content=make_pdf(1), headers={"content-type": "application/pdf"})
+    answers: dict[str, dict[str, Any]] = {
+        "token": {"token": "t1"},
+        "filesend": {"job_id": "TX5", "device": "ttyIAX2"},
+        "jobstatus": {"status": {"jobid": "TX5", "state": "Done", "sent_pages": "1"}},
+        "activejobs": {"count": 0, "list": []},
+        "recordcount": {"count": 1},
+        "recordsget": {"records": []},
+        "jobcancel": {"status": "Job TX5 removed"},
+        "recorddelete": {"status": "ID RX7 deleted"},
+        "faxlist": {"faxes": [{"id": sandbox_ucx.FAX_ID, "name": "Support"}]},
+        "faxusage": {"faxes": [{"id": sandbox_ucx.FAX_ID, "state": "Idle", "jobCount": 0}]},
+    }
+    return httpx.Response(200, json={"result": "Success", **answers[method]})
+
+
+def token(client: Provider) -> str:
+    assert isinstance(client, UcxClient)
+    return client.token()
+
+
+class TestContract(StatusWordsContract, TokenContract):
+    provider = "ucx"
+
+    def client(self, http: httpx.Client) -> Provider:
+        return UcxClient(account(MOCK_BASE), http, CONTRACT_TIMEOUT)
+
+    def calls(self) -> list[Call]:
+        since = datetime.now(UTC) - timedelta(hours=1)
+        fax = InboundFax("RX7")
+        return [
+            Call("token", token),
+            Call("filesend", lambda c: c.submit(document(1), TO), sends=True),
+            Call("jobstatus", lambda c: c.status("TX5")),
+            Call("activejobs", lambda c: c.find_submitted(TO, since)),
+            Call("jobcancel", lambda c: c.cancel("TX5")),
+            Call("filedownload", lambda c: c.download(fax, io.BytesIO(), 10_000_000)),
+            Call("recordcount", lambda c: c.list_inbound(since)),
+            Call("recorddelete", lambda c: c.delete_inbound(fax)),
+            Call("faxlist", lambda c: c.check()),
+        ]
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        return success(request)
+
+    def is_token_request(self, request: httpx.Request) -> bool:
+        return request.url.path.endswith(f"{ucx_module.API_PATH}/token")
+
+    def token_answer(self, token: str) -> httpx.Response:
+        return httpx.Response(200, json={"result": "Success", "token": token})
+
+    def submit(self, client: Provider, doc: OutgoingDocument) -> SubmitResult:
+        return client.submit(doc, TO)
+
+    def status_answer(self, word: str) -> httpx.Response:
+        status = {"state": word, "attempts": "1", "status_text": "zzz"}
+        return httpx.Response(200, json={"result": "Success", "status": status})
+
+    def ask_status(self, client: Provider) -> JobStatus:
+        return client.status("TX5")
 
 
 # --- answers the docs do not promise (MockTransport) ----------------------------------------
 
 
-def mock_client(
-    handler: Callable[[httpx.Request], httpx.Response], timeout: httpx.Timeout | None = None
-) -> UcxProvider:
-    def with_token(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/token"):
-            return httpx.Response(200, json={"result": "Success", "token": "t1"})
-        return handler(request)
+def mock_client(answer: Answer) -> UcxClient:
+    """A client whose token requests succeed and whose other requests get ``answer``."""
 
-    http = httpx.Client(transport=httpx.MockTransport(with_token))
-    return UcxProvider(account("https://ucx.example.test"), http, timeout=timeout)
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return success(request)
+        return answer(request)
+
+    return UcxClient(account(MOCK_BASE), MockNetwork(handle).http)
 
 
 @pytest.mark.parametrize(
@@ -617,18 +625,6 @@ def test_unpromised_answers(response: httpx.Response, error: type[Exception], wo
     assert info.value.operation == "faxlist"  # type: ignore[attr-defined]
 
 
-def test_every_request_carries_the_timeout() -> None:
-    timeouts: list[Any] = []
-    timeout = httpx.Timeout(7.0, connect=3.0)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        timeouts.append(request.extensions.get("timeout"))
-        return httpx.Response(200, json={"result": "Success", "count": 0, "list": []})
-
-    mock_client(handler, timeout).activejobs("TX")
-    assert timeouts == [timeout.as_dict()]
-
-
 def test_result_error_saying_authentication_failed_renews_the_token() -> None:
     tokens: list[str] = []
     answers = iter(
@@ -646,23 +642,6 @@ def test_result_error_saying_authentication_failed_renews_the_token() -> None:
     assert len(tokens) == 2
 
 
-def test_unknown_state_word_is_unknown_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    word = "Hibernating-" + str(time.monotonic_ns())
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        status = {"state": word, "attempts": "1", "status_text": "zzz"}
-        return httpx.Response(200, json={"result": "Success", "status": status})
-
-    client = mock_client(handler)
-    with caplog.at_level(logging.WARNING, logger="worker.providers.ucx"):
-        first = client.status("TX5")
-        second = client.status("TX5")
-    assert first.state is JobState.UNKNOWN and not first.state.final
-    assert first.raw_status == word and second.raw_status == word
-    assert first.detail == "zzz"
-    assert sum(word in r.getMessage() for r in caplog.records) == 1
-
-
 def test_status_falls_back_to_activejobs() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/jobstatus"):
@@ -675,33 +654,11 @@ def test_status_falls_back_to_activejobs() -> None:
     assert status.provider_retried
 
 
-def test_jobstatus_time_and_status_text_words() -> None:
-    assert ucx_module.parse_time("2026-04-20 20:59:03") == datetime(
-        2026, 4, 20, 20, 59, 3, tzinfo=UTC
-    )
-    assert ucx_module.parse_time(1776761122) == datetime.fromtimestamp(1776761122, UTC)
-    assert ucx_module.parse_time("1776761122") == datetime.fromtimestamp(1776761122, UTC)
-    assert ucx_module.parse_time("yesterday") is None
-    failed = ucx_module.to_job_status({"state": "Failed", "status_text": "No local dialtone"})
+def test_status_text_words() -> None:
+    failed = ucx_module.job_status({"state": "Failed", "status_text": "No local dialtone"})
     assert failed.cause is FailureCause.PROVIDER
-
-
-@pytest.mark.parametrize(
-    ("exc", "error"),
-    [
-        (httpx.ReadTimeout("slow"), OutcomeUnknownError),
-        (httpx.RemoteProtocolError("dropped"), OutcomeUnknownError),
-        (httpx.ConnectError("refused"), ProviderTransientError),
-    ],
-)
-def test_submit_transport_failures(exc: Exception, error: type[Exception]) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc
-
-    with pytest.raises(error) as info:
-        mock_client(handler).submit(document(1), TO)
-    if error is ProviderTransientError:
-        assert not isinstance(info.value, OutcomeUnknownError)
+    odd = ucx_module.job_status({"state": "Hibernating", "status_text": "zzz"})
+    assert (odd.state, odd.raw_status, odd.detail) == (JobState.UNKNOWN, "Hibernating", "zzz")
 
 
 @pytest.mark.parametrize(
@@ -722,12 +679,3 @@ def test_submit_bad_destination_answer_is_bad_destination() -> None:
     with pytest.raises(BadDestinationError) as info:
         mock_client(lambda request: answer).submit(document(1), TO)
     assert info.value.http_status == 400
-
-
-def test_read_timeout_on_a_query_is_transient() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow")
-
-    with pytest.raises(ProviderTransientError) as info:
-        mock_client(handler).status("TX1")
-    assert not isinstance(info.value, OutcomeUnknownError)

@@ -1,5 +1,5 @@
-"""voip.ms: the client against the sandbox over real HTTP, the url_callback parser, and
-MockTransport tests for answers the docs do not promise."""
+"""voip.ms: the shared provider contract, the client against the sandbox over real HTTP, the
+url_callback parser, and MockTransport tests for answers the docs do not promise."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import hashlib
 import io
 import itertools
 import json
-import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,6 +20,10 @@ from config.settings import Account
 from sandbox import voipms as vsandbox
 from sandbox.core import StoredFax
 from sandbox.pdf import make_pdf
+from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT
+from tests.providers.contract import Call, StatusWordsContract
+from tests.providers.helpers import Answer, MockNetwork, fault, wait_for
+from tests.providers.helpers import document as outgoing
 from tests.sandbox_server import RunningSandbox
 from worker.providers import provider_class
 from worker.providers import voipms as vm
@@ -30,14 +32,16 @@ from worker.providers.base import (
     FailureCause,
     InboundFax,
     JobState,
+    JobStatus,
     OutcomeUnknownError,
     OutgoingDocument,
+    Provider,
     ProviderAuthError,
     ProviderPermanentError,
     ProviderTransientError,
     WebhookError,
 )
-from worker.providers.voipms import VoipMs
+from worker.providers.voipms import VoipMsClient
 
 TO = "5552341234"
 
@@ -69,42 +73,20 @@ def vsb(sandbox: RunningSandbox) -> RunningSandbox:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
-        yield client
+def client(vsb: RunningSandbox, http: httpx.Client) -> VoipMsClient:
+    return VoipMsClient(make_account(vsb.base_url("voipms")), http)
 
 
-@pytest.fixture
-def client(vsb: RunningSandbox, http: httpx.Client) -> VoipMs:
-    return VoipMs(make_account(vsb.base_url("voipms")), http)
-
-
-def client_for(vsb: RunningSandbox, http: httpx.Client, **overrides: Any) -> VoipMs:
-    return VoipMs(make_account(vsb.base_url("voipms"), **overrides), http)
+def client_for(vsb: RunningSandbox, http: httpx.Client, **overrides: Any) -> VoipMsClient:
+    return VoipMsClient(make_account(vsb.base_url("voipms"), **overrides), http)
 
 
 def document(content: bytes | None = None) -> OutgoingDocument:
-    content = make_pdf(2) if content is None else content
-    return OutgoingDocument("fax.pdf", io.BytesIO(content), len(content))
+    return outgoing(make_pdf(2) if content is None else content)
 
 
 def sandbox_now(vsb: RunningSandbox) -> datetime:
     return datetime.fromtimestamp(vsb.sb.clock.now(), UTC)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(every)
-
-
-def fault(vsb: RunningSandbox, operation: str, kind: str = "error", **extra: Any) -> None:
-    vsb.control("faults", provider="voipms", operation=operation, kind=kind, **extra)
 
 
 def store(vsb: RunningSandbox, **fields: Any) -> StoredFax:
@@ -121,22 +103,22 @@ def store(vsb: RunningSandbox, **fields: Any) -> StoredFax:
     return fax
 
 
-def mock_client(
-    handler: Callable[[httpx.Request], httpx.Response], timeout: httpx.Timeout | None = None
-) -> VoipMs:
-    http = httpx.Client(transport=httpx.MockTransport(handler))
-    return VoipMs(make_account("https://voip.example"), http, timeout)
+MOCK_BASE = "https://voip.example"
 
 
-def answer(data: Any, status: int = 200) -> Callable[[httpx.Request], httpx.Response]:
+def mock_client(answer: Answer) -> VoipMsClient:
+    return VoipMsClient(make_account(MOCK_BASE), MockNetwork(answer).http)
+
+
+def answer(data: Any, status: int = 200) -> Answer:
     return lambda request: httpx.Response(status, json=data)
 
 
 # --- registry and destinations ---------------------------------------------------------------
 def test_registry_names_the_client() -> None:
-    assert provider_class("voipms") is VoipMs
-    assert VoipMs.capabilities.find_submitted and not VoipMs.capabilities.cancel
-    assert VoipMs.webhook_ack == "ok"  # voip.ms retries its url_callback until it reads "ok"
+    assert provider_class("voipms") is VoipMsClient
+    assert VoipMsClient.capabilities.find_submitted and not VoipMsClient.capabilities.cancel
+    assert VoipMsClient.webhook_ack == "ok"  # voip.ms retries its url_callback until it reads "ok"
 
 
 @pytest.mark.parametrize(
@@ -144,7 +126,7 @@ def test_registry_names_the_client() -> None:
     ["5552341234", "+1 (555) 234-1234", "1-555-234-1234", "555.234.1234", "[555] 234 1234"],
 )
 def test_normalize_destination_gives_ten_digits(given: str) -> None:
-    assert VoipMs.normalize_destination(given) == "5552341234"
+    assert VoipMsClient.normalize_destination(given) == "5552341234"
 
 
 @pytest.mark.parametrize(
@@ -160,7 +142,7 @@ def test_normalize_destination_gives_ten_digits(given: str) -> None:
 )
 def test_normalize_destination_refuses_with_a_reason(given: str, reason: str) -> None:
     with pytest.raises(BadDestinationError) as caught:
-        VoipMs.normalize_destination(given)
+        VoipMsClient.normalize_destination(given)
     assert reason in caught.value.provider_message
     assert caught.value.provider == "voipms"
 
@@ -188,7 +170,7 @@ def test_date_ranges_stay_within_92_days() -> None:
 
 
 # --- outbound against the sandbox ------------------------------------------------------------
-def test_submit_posts_the_file_and_answers_no_id(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_submit_posts_the_file_and_answers_no_id(vsb: RunningSandbox, client: VoipMsClient) -> None:
     pdf = make_pdf(3)
     result = client.submit(document(pdf), "+1 (555) 234-1234")
     assert result.job_id == ""
@@ -214,7 +196,7 @@ def test_from_name_defaults_to_from_number(vsb: RunningSandbox, http: httpx.Clie
     assert "station_id" not in fields
 
 
-def test_submitted_fax_is_delivered(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_submitted_fax_is_delivered(vsb: RunningSandbox, client: VoipMsClient) -> None:
     at = sandbox_now(vsb)
     client.submit(document(make_pdf(2)), TO)
     first = client.status("", TO, at)
@@ -236,7 +218,7 @@ def test_submitted_fax_is_delivered(vsb: RunningSandbox, client: VoipMs) -> None
     ],
 )
 def test_failed_fax_says_why(
-    vsb: RunningSandbox, client: VoipMs, outcome: str, cause: FailureCause | None
+    vsb: RunningSandbox, client: VoipMsClient, outcome: str, cause: FailureCause | None
 ) -> None:
     vsb.control("outcomes", provider="voipms", outcomes=[outcome])
     vsb.control("clock", speed=20)
@@ -248,7 +230,9 @@ def test_failed_fax_says_why(
     assert final.detail  # voip.ms's msg is passed on
 
 
-def test_status_matches_the_fax_nearest_the_submit(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_status_matches_the_fax_nearest_the_submit(
+    vsb: RunningSandbox, client: VoipMsClient
+) -> None:
     vsb.control("outcomes", provider="voipms", outcomes=["busy", "success"])
     first_at = sandbox_now(vsb)
     client.submit(document(), TO)
@@ -262,7 +246,7 @@ def test_status_matches_the_fax_nearest_the_submit(vsb: RunningSandbox, client: 
     assert client.status("", "5559876543", first_at).state is JobState.DELIVERED
 
 
-def test_status_before_the_fax_is_listed(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_status_before_the_fax_is_listed(vsb: RunningSandbox, client: VoipMsClient) -> None:
     waiting = client.status("", TO, datetime.now(UTC))
     assert waiting.state is JobState.QUEUED and not waiting.state.final
     lost = client.status("", TO, datetime.now(UTC) - timedelta(hours=3))
@@ -271,7 +255,7 @@ def test_status_before_the_fax_is_listed(vsb: RunningSandbox, client: VoipMs) ->
         client.status("", "", datetime.now(UTC))
 
 
-def test_find_submitted_after_a_lost_answer(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_find_submitted_after_a_lost_answer(vsb: RunningSandbox, client: VoipMsClient) -> None:
     since = sandbox_now(vsb)
     assert client.find_submitted(TO, since) is None
     client.submit(document(), TO)
@@ -322,7 +306,7 @@ def test_submit_refusals_are_permanent(
     assert not vsb.sb.jobs["voipms"]
 
 
-def test_sandbox_refuses_bad_destination(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_sandbox_refuses_bad_destination(vsb: RunningSandbox, client: VoipMsClient) -> None:
     # The client normalises first; a number only voip.ms refuses still maps to the right error.
     params = {"to_number": "123", "from_name": "x", "from_number": vsandbox.FAX_NUMBER}
     params["file"] = base64.b64encode(make_pdf()).decode()
@@ -342,9 +326,9 @@ def test_sandbox_refuses_bad_destination(vsb: RunningSandbox, client: VoipMs) ->
     ],
 )
 def test_submit_error_codes(
-    vsb: RunningSandbox, client: VoipMs, code: str, error: type[Exception]
+    vsb: RunningSandbox, client: VoipMsClient, code: str, error: type[Exception]
 ) -> None:
-    fault(vsb, "sendFaxMessage", status=200, body=json.dumps({"status": code}))
+    fault(vsb, "voipms", "sendFaxMessage", status=200, body=json.dumps({"status": code}))
     with pytest.raises(error) as caught:
         client.submit(document(), TO)
     assert not isinstance(caught.value, OutcomeUnknownError)
@@ -352,13 +336,13 @@ def test_submit_error_codes(
 
 
 def test_submit_503_is_transient_but_502_is_outcome_unknown(
-    vsb: RunningSandbox, client: VoipMs
+    vsb: RunningSandbox, client: VoipMsClient
 ) -> None:
-    fault(vsb, "sendFaxMessage", status=503)
+    fault(vsb, "voipms", "sendFaxMessage", status=503)
     with pytest.raises(ProviderTransientError) as caught:
         client.submit(document(), TO)
     assert caught.value.http_status == 503
-    fault(vsb, "sendFaxMessage", status=502, body="<html>Bad Gateway</html>")
+    fault(vsb, "voipms", "sendFaxMessage", status=502, body="<html>Bad Gateway</html>")
     with pytest.raises(OutcomeUnknownError) as unknown:
         client.submit(document(), TO)
     assert unknown.value.http_status == 502 and "Bad Gateway" in unknown.value.provider_message
@@ -368,8 +352,8 @@ def test_submit_503_is_transient_but_502_is_outcome_unknown(
 def test_submit_timeout_is_outcome_unknown_and_not_retried(
     vsb: RunningSandbox, http: httpx.Client
 ) -> None:
-    client = VoipMs(make_account(vsb.base_url("voipms")), http, httpx.Timeout(0.4))
-    fault(vsb, "sendFaxMessage", kind="hang", seconds=1.5)
+    client = VoipMsClient(make_account(vsb.base_url("voipms")), http, httpx.Timeout(0.4))
+    fault(vsb, "voipms", "sendFaxMessage", kind="hang", seconds=1.5)
     with pytest.raises(OutcomeUnknownError) as caught:
         client.submit(document(), TO)
     assert caught.value.operation == "submit"
@@ -379,8 +363,8 @@ def test_submit_timeout_is_outcome_unknown_and_not_retried(
 
 
 def test_slow_list_call_times_out_as_transient(vsb: RunningSandbox, http: httpx.Client) -> None:
-    client = VoipMs(make_account(vsb.base_url("voipms")), http, httpx.Timeout(0.3))
-    fault(vsb, "getFaxMessages", kind="hang", seconds=1.0)
+    client = VoipMsClient(make_account(vsb.base_url("voipms")), http, httpx.Timeout(0.3))
+    fault(vsb, "voipms", "getFaxMessages", kind="hang", seconds=1.0)
     with pytest.raises(ProviderTransientError) as caught:
         client.list_inbound(datetime.now(UTC))
     assert not isinstance(caught.value, OutcomeUnknownError)
@@ -388,7 +372,7 @@ def test_slow_list_call_times_out_as_transient(vsb: RunningSandbox, http: httpx.
 
 
 # --- inbound against the sandbox -------------------------------------------------------------
-def test_list_inbound_reads_inbox(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_list_inbound_reads_inbox(vsb: RunningSandbox, client: VoipMsClient) -> None:
     assert client.list_inbound(datetime.now(UTC) - timedelta(hours=1)) == []  # no_message
     made = vsb.control("inbound", provider="voipms", pages=3, **{"from": "5553334444"})
     assert isinstance(made, dict)
@@ -406,7 +390,7 @@ def test_list_inbound_reads_inbox(vsb: RunningSandbox, client: VoipMs) -> None:
     assert faxes[named.id].raw["callerid"] == "John Doe <5552341234>"
 
 
-def test_list_inbound_splits_long_ranges(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_list_inbound_splits_long_ranges(vsb: RunningSandbox, client: VoipMsClient) -> None:
     now = vsb.sb.clock.now()
     old = store(vsb, received_at=now - 200 * 86400)
     recent = store(vsb, received_at=now - 3600)
@@ -423,16 +407,16 @@ def test_list_inbound_splits_long_ranges(vsb: RunningSandbox, client: VoipMs) ->
     assert [f.provider_fax_id for f in recent_only] == [recent.id]
 
 
-def test_get_fax_messages_errors(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_get_fax_messages_errors(vsb: RunningSandbox, client: VoipMsClient) -> None:
     with pytest.raises(ProviderPermanentError, match="invalid_folder"):
-        client.fax_messages("NOPE")
+        client.fax_messages("NOPE", date(2024, 1, 1), date(2024, 1, 2))
     with pytest.raises(ProviderPermanentError, match="invalid_date"):
         client.call("getFaxMessages", {"from": "30/03/2014"})
     with pytest.raises(ProviderPermanentError, match="invalid_daterange"):
         client.call("getFaxMessages", {"from": "2024-01-01", "to": "2024-06-01"})
 
 
-def test_download_decodes_the_pdf(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_download_decodes_the_pdf(vsb: RunningSandbox, client: VoipMsClient) -> None:
     made = vsb.control("inbound", provider="voipms", pages=2, size=40_000)
     assert isinstance(made, dict)
     sink = io.BytesIO()
@@ -441,7 +425,7 @@ def test_download_decodes_the_pdf(vsb: RunningSandbox, client: VoipMs) -> None:
     assert hashlib.sha256(sink.getvalue()).hexdigest() == made["sha256"]
 
 
-def test_download_honours_max_bytes(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_download_honours_max_bytes(vsb: RunningSandbox, client: VoipMsClient) -> None:
     made = vsb.control("inbound", provider="voipms", size=200_000)
     assert isinstance(made, dict)
     for limit in (1_000, made["size"] - 1):
@@ -451,21 +435,21 @@ def test_download_honours_max_bytes(vsb: RunningSandbox, client: VoipMs) -> None
         assert sink.getvalue() == b""
 
 
-def test_download_faults(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_download_faults(vsb: RunningSandbox, client: VoipMsClient) -> None:
     made = vsb.control("inbound", provider="voipms", size=50_000)
     assert isinstance(made, dict)
     fax = InboundFax(made["id"])
-    fault(vsb, "getFaxMessagePDF", kind="truncate")
+    fault(vsb, "voipms", "getFaxMessagePDF", kind="truncate")
     with pytest.raises(ProviderTransientError):
         client.download(fax, io.BytesIO(), 10**6)
-    fault(vsb, "getFaxMessagePDF", kind="not_pdf")
+    fault(vsb, "voipms", "getFaxMessagePDF", kind="not_pdf")
     sink = io.BytesIO()
     client.download(fax, sink, 10**6)  # handed on: the archive step quarantines it
     assert sink.getvalue().startswith(b"<html>")
-    fault(vsb, "getFaxMessagePDF", kind="expired")
+    fault(vsb, "voipms", "getFaxMessagePDF", kind="expired")
     with pytest.raises(ProviderPermanentError, match="invalid_id"):
         client.download(fax, io.BytesIO(), 10**6)
-    fault(vsb, "getFaxMessagePDF", status=500)
+    fault(vsb, "voipms", "getFaxMessagePDF", status=500)
     with pytest.raises(ProviderTransientError) as caught:
         client.download(fax, io.BytesIO(), 10**6)
     assert caught.value.http_status == 500
@@ -473,14 +457,14 @@ def test_download_faults(vsb: RunningSandbox, client: VoipMs) -> None:
     assert client.download(fax, sink, 10**6) == made["size"]  # and then it works
 
 
-def test_download_unknown_fax(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_download_unknown_fax(vsb: RunningSandbox, client: VoipMsClient) -> None:
     with pytest.raises(ProviderPermanentError) as caught:
         client.download(InboundFax("999999"), io.BytesIO(), 10**6)
     assert caught.value.provider_message.startswith("invalid_id")
     assert caught.value.operation == "download"
 
 
-def test_delete_inbound_is_idempotent(vsb: RunningSandbox, client: VoipMs) -> None:
+def test_delete_inbound_is_idempotent(vsb: RunningSandbox, client: VoipMsClient) -> None:
     made = vsb.control("inbound", provider="voipms")
     assert isinstance(made, dict)
     fax = InboundFax(made["id"])
@@ -489,14 +473,14 @@ def test_delete_inbound_is_idempotent(vsb: RunningSandbox, client: VoipMs) -> No
     assert client.list_inbound(datetime.now(UTC) - timedelta(hours=1)) == []
     client.delete_inbound(fax)  # already gone: fine
     with pytest.raises(ProviderPermanentError, match="invalid_id"):
-        client.delete_fax_message(made["id"])  # the plain call reports it
-    fault(vsb, "deleteFaxMessage", status=200, body='{"status":"method_maintenance"}')
+        client.call("deleteFaxMessage", {"id": made["id"]})  # the plain call reports it
+    fault(vsb, "voipms", "deleteFaxMessage", status=200, body='{"status":"method_maintenance"}')
     with pytest.raises(ProviderTransientError):
         client.delete_inbound(fax)
 
 
 # --- operator calls against the sandbox ------------------------------------------------------
-def test_check(vsb: RunningSandbox, client: VoipMs, http: httpx.Client) -> None:
+def test_check(vsb: RunningSandbox, client: VoipMsClient, http: httpx.Client) -> None:
     result = client.check()
     assert result["ok"] is True
     assert vsandbox.FAX_NUMBER in result["fax_numbers"]
@@ -505,97 +489,6 @@ def test_check(vsb: RunningSandbox, client: VoipMs, http: httpx.Client) -> None:
     assert stranger["ok"] is False and "5559990000" in stranger["problem"]
     with pytest.raises(ProviderAuthError):
         client_for(vsb, http, api_username="nobody@example.com").check()
-
-
-def test_fax_number_settings(vsb: RunningSandbox, client: VoipMs) -> None:
-    did = vsandbox.FAX_NUMBER
-    client.set_fax_number_url_callback(did, "https://relay.example/webhooks/vms/inbound")
-    [number] = client.fax_numbers(did)
-    assert number["url"] == "https://relay.example/webhooks/vms/inbound"
-    assert (number["url_enabled"], number["retry"]) == ("1", "1")
-    client.set_fax_number_email(did, "fax@example.com", email_enable=True, email_attach_file=True)
-    client.set_fax_number_info(did, url_callback_enable=False, test=True)  # test: no change
-    [number] = client.fax_numbers(did)
-    assert (number["email"], number["email_enabled"], number["attach_file"]) == (
-        "fax@example.com",
-        "1",
-        "1",
-    )
-    assert number["url_enabled"] == "1"
-    client.set_fax_number_info(did, url_callback_enable=False)
-    assert client.fax_numbers(did)[0]["url_enabled"] == "0"
-    with pytest.raises(ProviderPermanentError, match="invalid_did"):
-        client.fax_numbers("5550000001")
-    with pytest.raises(ProviderPermanentError, match="invalid_email"):
-        client.set_fax_number_email(did, "not-an-address")
-
-
-def test_folders_and_moving_messages(vsb: RunningSandbox, client: VoipMs) -> None:
-    client.set_fax_folder("family")
-    folder = next(f for f in client.fax_folders() if f["name"] == "FAMILY")
-    client.set_fax_folder("archive", folder["id"])
-    assert "ARCHIVE" in {f["name"] for f in client.fax_folders()}
-    made = vsb.control("inbound", provider="voipms")
-    assert isinstance(made, dict)
-    client.move_fax_message(made["id"], folder["id"])
-    moved = client.fax_messages("ARCHIVE")
-    assert [m["id"] for m in moved] == [made["id"]]
-    assert client.fax_messages("INBOX") == []
-    with pytest.raises(ProviderPermanentError, match="invalid_fax_id"):
-        client.move_fax_message("424242", folder["id"])
-    client.delete_fax_folder(folder["id"])
-    assert "ARCHIVE" not in {f["name"] for f in client.fax_folders()}
-    with pytest.raises(ProviderPermanentError, match="invalid_folder"):
-        client.delete_fax_folder(folder["id"])
-
-
-def test_mail_and_read_sent_message(vsb: RunningSandbox, client: VoipMs) -> None:
-    pdf = make_pdf(1, label="outgoing")
-    client.submit(document(pdf), TO)
-    [sent] = client.fax_messages("SENT")
-    assert client.fax_message_pdf(sent["id"]) == pdf
-    assert client.mail_fax_message_pdf(sent["id"], "me@example.com") == "message_sent"
-    assert vsandbox.state(vsb.sb).mailed == [(sent["id"], "me@example.com")]
-    [logged] = vsb.requests("voipms", "mailFaxMessagePDF")
-    assert logged["fields"]["email"] == "me@example.com"
-
-
-def test_numbers_ordering_and_lookup(vsb: RunningSandbox, client: VoipMs) -> None:
-    assert client.fax_states("AL")[0]["state_name"] == "Alabama"
-    assert {p["province"] for p in client.fax_provinces()} >= {"AB"}
-    [center] = client.fax_rate_centers_usa("AL")
-    assert center["location"] == "1196"
-    assert client.fax_rate_centers_can("AB")[0]["ratecenter"] == "EDMONTON"
-    assert client.search_fax_area_code_usa("205")[0]["ratecenter"] == "ALABASTER"
-    assert client.search_fax_area_code_can("587")[0]["area_code"] == "587"
-    assert client.fax_number_portability("5552341234") is True
-    assert client.fax_number_portability(vsandbox.FAX_NUMBER) is False
-    before = len(client.fax_numbers())
-    assert len(client.order_fax_number("1196", 2, test=True)) == 2
-    assert len(client.fax_numbers()) == before  # a test order orders nothing
-    [did] = client.order_fax_number("1196", 1, url_callback="https://relay.example/cb")
-    [ordered] = client.fax_numbers(did)
-    assert client.cancel_fax_number(ordered["id"]) == did
-    assert len(client.fax_numbers()) == before
-    with pytest.raises(ProviderPermanentError, match="invalid_location"):
-        client.order_fax_number("20400", 1)
-    assert client.back_orders()[0]["description"] == "MIAMI, FL"
-
-
-def test_email_to_fax(vsb: RunningSandbox, client: VoipMs) -> None:
-    assert client.email_to_fax() == []
-    number_id = client.fax_numbers(vsandbox.FAX_NUMBER)[0]["id"]
-    client.set_email_to_fax("scanner@example.com", number_id, "S3CRET")
-    [config] = client.email_to_fax()
-    assert (config["email"], config["from"]) == ("scanner@example.com", vsandbox.FAX_NUMBER)
-    client.set_email_to_fax(
-        "scanner@example.com", number_id, "S3CRET", enabled=False, config_id=config["id"]
-    )
-    assert client.email_to_fax(config["id"])[0]["enabled"] == "0"
-    client.delete_email_to_fax(config["id"])
-    assert client.email_to_fax() == []
-    with pytest.raises(ProviderPermanentError, match="missing_params"):
-        client.set_email_to_fax("scanner@example.com", number_id, "")
 
 
 def test_sandbox_credentials_and_methods(vsb: RunningSandbox) -> None:
@@ -618,7 +511,7 @@ def callback(vsb: RunningSandbox, fax_id: str, **options: Any) -> tuple[dict[str
 def test_callback_with_pdf_and_id(vsb: RunningSandbox, multipart: bool) -> None:
     fax = store(vsb, pages=2, from_number="5553334444", extra={"caller_name": "John Doe"})
     headers, body = callback(vsb, fax.id, multipart=multipart, with_pdf=True)
-    event = VoipMs.parse_inbound_webhook(headers, body)
+    event = VoipMsClient.parse_inbound_webhook(headers, body)
     assert event.pdf == fax.pdf
     assert event.fax is not None
     assert event.fax.provider_fax_id == fax.id
@@ -635,7 +528,7 @@ def test_callback_with_pdf_and_id(vsb: RunningSandbox, multipart: bool) -> None:
 @pytest.mark.parametrize("multipart", [True, False])
 def test_callback_with_id_only(vsb: RunningSandbox, multipart: bool) -> None:
     fax = store(vsb)
-    event = VoipMs.parse_inbound_webhook(
+    event = VoipMsClient.parse_inbound_webhook(
         *callback(vsb, fax.id, multipart=multipart, with_pdf=False)
     )
     assert event.pdf is None
@@ -647,15 +540,15 @@ def test_callback_with_id_only(vsb: RunningSandbox, multipart: bool) -> None:
 def test_callback_without_id_or_pdf_means_reconcile(vsb: RunningSandbox, multipart: bool) -> None:
     fax = store(vsb)
     headers, body = callback(vsb, fax.id, multipart=multipart, with_pdf=False, with_id=False)
-    event = VoipMs.parse_inbound_webhook(headers, body)
+    event = VoipMsClient.parse_inbound_webhook(headers, body)
     assert event.fax is None and event.pdf is None
     assert event.raw["to"] == fax.to_number  # the fields are still kept
 
 
 def test_callback_pdf_without_id_gets_a_stable_id(vsb: RunningSandbox) -> None:
     fax = store(vsb)
-    first = VoipMs.parse_inbound_webhook(*callback(vsb, fax.id, with_id=False))
-    again = VoipMs.parse_inbound_webhook(*callback(vsb, fax.id, with_id=False))
+    first = VoipMsClient.parse_inbound_webhook(*callback(vsb, fax.id, with_id=False))
+    again = VoipMsClient.parse_inbound_webhook(*callback(vsb, fax.id, with_id=False))
     assert first.fax is not None and again.fax is not None
     assert first.fax.provider_fax_id == again.fax.provider_fax_id != ""
     assert first.pdf == fax.pdf
@@ -665,7 +558,7 @@ def test_callback_default_shape_is_multipart_with_pdf(vsb: RunningSandbox) -> No
     fax = store(vsb)
     headers, body = callback(vsb, fax.id)
     assert headers["Content-Type"].startswith("multipart/form-data; boundary=")
-    assert VoipMs.parse_inbound_webhook(headers, body).pdf == fax.pdf
+    assert VoipMsClient.parse_inbound_webhook(headers, body).pdf == fax.pdf
 
 
 def test_callback_loose_field_spellings() -> None:
@@ -679,7 +572,7 @@ def test_callback_loose_field_spellings() -> None:
             "x_unknown": "kept",
         }
     ).encode()
-    event = VoipMs.parse_inbound_webhook(
+    event = VoipMsClient.parse_inbound_webhook(
         {"content-type": "application/x-www-form-urlencoded"}, body
     )
     assert event.fax is not None
@@ -694,11 +587,11 @@ def test_callback_loose_field_spellings() -> None:
 
 
 def test_callback_json_and_content_type_less_bodies() -> None:
-    event = VoipMs.parse_inbound_webhook({}, b'{"id": 55, "from": "5552341234"}')
+    event = VoipMsClient.parse_inbound_webhook({}, b'{"id": 55, "from": "5552341234"}')
     assert event.fax is not None and event.fax.provider_fax_id == "55"
-    event = VoipMs.parse_inbound_webhook({}, b"id=56&to=5559870000")
+    event = VoipMsClient.parse_inbound_webhook({}, b"id=56&to=5559870000")
     assert event.fax is not None and event.fax.provider_fax_id == "56"
-    assert VoipMs.parse_inbound_webhook({}, b"").fax is None  # a bare ping: reconcile
+    assert VoipMsClient.parse_inbound_webhook({}, b"").fax is None  # a bare ping: reconcile
 
 
 def test_callback_multipart_picks_the_pdf_part() -> None:
@@ -714,7 +607,7 @@ def test_callback_multipart_picks_the_pdf_part() -> None:
         + pdf
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    event = VoipMs.parse_inbound_webhook(
+    event = VoipMsClient.parse_inbound_webhook(
         {"Content-Type": f'multipart/form-data; boundary="{boundary}"'}, body
     )
     assert event.pdf == pdf
@@ -741,7 +634,66 @@ def test_callback_bodies_that_cannot_be_understood(
     content_type: str, body: bytes, reason: str
 ) -> None:
     with pytest.raises(WebhookError, match=reason):
-        VoipMs.parse_inbound_webhook({"Content-Type": content_type}, body)
+        VoipMsClient.parse_inbound_webhook({"Content-Type": content_type}, body)
+
+
+# --- the shared provider contract (MockTransport) -------------------------------------------
+def method_of(request: httpx.Request) -> str:
+    """The voip.ms method a request calls (in the query, or in the body of a POST)."""
+    params = urllib.parse.parse_qs(request.url.query.decode())
+    if request.method == "POST":
+        params = urllib.parse.parse_qs(request.content.decode())
+    return params.get("method", [""])[0]
+
+
+def success(request: httpx.Request) -> httpx.Response:
+    """voip.ms's success answer to each method faxrelay calls."""
+    answers: dict[str, dict[str, Any]] = {
+        "sendFaxMessage": {},
+        "getFaxMessages": {"status": "no_message"},
+        "getFaxMessagePDF": {"message_base64": base64.b64encode(make_pdf(1)).decode()},
+        "deleteFaxMessage": {},
+        "getFaxNumbersInfo": {"numbers": [{"did": vsandbox.FAX_NUMBER}]},
+        "getFaxFolders": {"folders": [{"id": "1", "name": "INBOX"}]},
+    }
+    return httpx.Response(200, json={"status": "success", **answers[method_of(request)]})
+
+
+class TestContract(StatusWordsContract):
+    provider = "voipms"
+
+    def client(self, http: httpx.Client) -> Provider:
+        return VoipMsClient(make_account(MOCK_BASE), http, CONTRACT_TIMEOUT)
+
+    def calls(self) -> list[Call]:
+        now = datetime.now(UTC)
+        fax = InboundFax("9")
+        return [
+            Call("submit", lambda c: c.submit(document(), TO), sends=True),
+            Call("status", lambda c: c.status("", TO, now)),
+            Call("find_submitted", lambda c: c.find_submitted(TO, now)),
+            Call("list_inbound", lambda c: c.list_inbound(now)),
+            Call("download", lambda c: c.download(fax, io.BytesIO(), 10_000_000)),
+            Call("delete_inbound", lambda c: c.delete_inbound(fax)),
+            Call("getFaxNumbersInfo", lambda c: c.check()),
+        ]
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        return success(request)
+
+    def status_answer(self, word: str) -> httpx.Response:
+        fax = {
+            "id": "9",
+            "folder": "SENT",
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "destination": TO,
+            "status": word,
+            "msg": "",
+        }
+        return httpx.Response(200, json={"status": "success", "faxes": {"0": fax}})  # PHP-style
+
+    def ask_status(self, client: Provider) -> JobStatus:
+        return client.status("", TO, datetime.now(UTC))
 
 
 # --- MockTransport: what the docs do not promise ---------------------------------------------
@@ -793,43 +745,6 @@ def test_submit_unreadable_answers(status: int, body: bytes, error: type[Excepti
     assert len(calls) == 1
 
 
-def test_submit_transport_failures() -> None:
-    def lost(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
-
-    def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    with pytest.raises(OutcomeUnknownError, match="ReadTimeout"):
-        mock_client(lost).submit(document(), TO)
-    with pytest.raises(ProviderTransientError, match="could not connect") as caught:
-        mock_client(refused).submit(document(), TO)
-    assert not isinstance(caught.value, OutcomeUnknownError)
-    with pytest.raises(ProviderTransientError) as read:
-        mock_client(lost).status("", TO, datetime.now(UTC))
-    assert not isinstance(read.value, OutcomeUnknownError)
-
-
-def test_every_request_carries_the_timeout() -> None:
-    seen: list[dict[str, Any]] = []
-    timeout = httpx.Timeout(7.0, connect=2.0)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.extensions["timeout"])
-        method = urllib.parse.parse_qs(request.url.query.decode()).get("method", ["send"])[0]
-        if method == "getFaxMessagePDF":
-            return httpx.Response(200, json={"status": "success", "message_base64": "JVBERg=="})
-        return httpx.Response(200, json={"status": "success", "numbers": [], "folders": []})
-
-    client = mock_client(handler, timeout)
-    client.submit(document(), TO)
-    client.check()
-    client.list_inbound(datetime.now(UTC))
-    client.download(InboundFax("1"), io.BytesIO(), 100)
-    assert len(seen) == 5
-    assert all(t == {"connect": 2.0, "read": 7.0, "write": 7.0, "pool": 7.0} for t in seen)
-
-
 def test_credentials_stay_out_of_errors() -> None:
     client = mock_client(lambda r: httpx.Response(502, content=b"<html>Bad Gateway</html>"))
     with pytest.raises(ProviderTransientError) as caught:
@@ -853,27 +768,9 @@ def test_credentials_stay_out_of_errors() -> None:
     ],
 )
 def test_status_words(word: str, msg: str, state: JobState, cause: FailureCause | None) -> None:
-    status = VoipMs.sent_fax_status({"status": word, "msg": msg, "pages": "3"})
+    status = vm.job_status({"status": word, "msg": msg, "pages": "3"})
     assert (status.state, status.cause, status.raw_status) == (state, cause, word)
     assert status.pages == 3
-
-
-def test_unknown_status_word_is_kept_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    fax = {
-        "id": "9",
-        "folder": "SENT",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "destination": TO,
-        "status": "WIBBLING",
-        "msg": "",
-    }
-    client = mock_client(answer({"status": "success", "faxes": {"0": fax}}))  # PHP-style object
-    with caplog.at_level(logging.WARNING, logger="worker.providers.voipms"):
-        first = client.status("", TO, datetime.now(UTC))
-        second = client.status("", TO, datetime.now(UTC))
-    assert first.state is JobState.UNKNOWN and not first.state.final
-    assert first.raw_status == second.raw_status == "WIBBLING"
-    assert sum("WIBBLING" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_download_answers_it_cannot_use() -> None:

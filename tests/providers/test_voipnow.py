@@ -1,13 +1,11 @@
-"""VoipNow: the client against the sandbox over real HTTP, and MockTransport tests for answers
-the docs do not promise."""
+"""VoipNow: the shared provider contract, the client against the sandbox over real HTTP, and
+MockTransport tests for answers the docs do not promise."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +14,9 @@ import pytest
 from config.settings import Account
 from sandbox import voipnow as sandbox_voipnow
 from sandbox.pdf import make_pdf
+from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT
+from tests.providers.contract import Call, TokenContract
+from tests.providers.helpers import Answer, MockNetwork, document, fault, wait_for
 from tests.sandbox_server import RunningSandbox
 from worker.providers import provider_class
 from worker.providers.base import (
@@ -23,18 +24,16 @@ from worker.providers.base import (
     JobState,
     OutcomeUnknownError,
     OutgoingDocument,
+    Provider,
     ProviderAuthError,
     ProviderError,
     ProviderPermanentError,
     ProviderTransientError,
+    SubmitResult,
 )
-from worker.providers.voipnow import VoipNow
+from worker.providers.voipnow import VoipNowClient
 
 PDF = make_pdf(2)
-
-
-def document(content: bytes = PDF, filename: str = "fax.pdf") -> OutgoingDocument:
-    return OutgoingDocument(filename=filename, stream=io.BytesIO(content), size=len(content))
 
 
 def make_account(base_url: str, **fields: str) -> Account:
@@ -50,12 +49,6 @@ def make_account(base_url: str, **fields: str) -> Account:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
-        yield client
-
-
-@pytest.fixture
 def vn(sandbox: RunningSandbox) -> Iterator[RunningSandbox]:
     """The sandbox with VoipNow's token lifetime back at its default."""
     sandbox_voipnow.set_token_lifetime(sandbox.sb, sandbox_voipnow.DEFAULT_TOKEN_LIFETIME)
@@ -65,16 +58,9 @@ def vn(sandbox: RunningSandbox) -> Iterator[RunningSandbox]:
 
 def client(
     sandbox: RunningSandbox, http: httpx.Client, timeout: float | None = None, **fields: str
-) -> VoipNow:
+) -> VoipNowClient:
     account = make_account(sandbox.base_url("voipnow"), **fields)
-    return VoipNow(account, http, httpx.Timeout(timeout) if timeout else None)
-
-
-def wait_for(condition: Callable[[], bool], deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, "condition not met before the deadline"
-        time.sleep(0.02)
+    return VoipNowClient(account, http, httpx.Timeout(timeout) if timeout else None)
 
 
 def statuses(sandbox: RunningSandbox, operation: str) -> list[int]:
@@ -85,13 +71,13 @@ def statuses(sandbox: RunningSandbox, operation: str) -> list[int]:
 
 
 def test_registry_finds_the_module() -> None:
-    assert provider_class("voipnow") is VoipNow
-    assert VoipNow.capabilities.track is False
-    assert VoipNow.capabilities.find_submitted is False
+    assert provider_class("voipnow") is VoipNowClient
+    assert VoipNowClient.capabilities.track is False
+    assert VoipNowClient.capabilities.find_submitted is False
 
 
 def test_submit_sends_the_pdf_and_the_recipient(vn: RunningSandbox, http: httpx.Client) -> None:
-    result = client(vn, http).submit(document(), "+1 (555) 123-4567")
+    result = client(vn, http).submit(document(PDF), "+1 (555) 123-4567")
 
     jobs = vn.sb.jobs["voipnow"]
     assert list(jobs) == [result.job_id]
@@ -109,16 +95,9 @@ def test_submit_sends_the_pdf_and_the_recipient(vn: RunningSandbox, http: httpx.
 
 
 def test_submit_on_behalf_of_a_user_id(vn: RunningSandbox, http: httpx.Client) -> None:
-    client(vn, http, user_id=sandbox_voipnow.USER_ID).submit(document(), "7778888")
+    client(vn, http, user_id=sandbox_voipnow.USER_ID).submit(document(PDF), "7778888")
     (send,) = vn.requests("voipnow", "send")
     assert send["path"] == f"/voipnow/uapi/faxes/{sandbox_voipnow.USER_ID}/0003*210"
-
-
-def test_token_is_reused_across_submits(vn: RunningSandbox, http: httpx.Client) -> None:
-    provider = client(vn, http)
-    ids = {provider.submit(document(), "7778888").job_id for _ in range(3)}
-    assert len(ids) == 3
-    assert len(vn.requests("voipnow", "token")) == 1
 
 
 def test_token_is_renewed_shortly_before_it_expires(vn: RunningSandbox, http: httpx.Client) -> None:
@@ -126,12 +105,12 @@ def test_token_is_renewed_shortly_before_it_expires(vn: RunningSandbox, http: ht
     provider = client(vn, http)
     now = [1000.0]
     provider.clock = lambda: now[0]
-    provider.submit(document(), "7778888")
+    provider.submit(document(PDF), "7778888")
     now[0] += 600 - 61  # more than the 60 s margin before expiry: still used
-    provider.submit(document(), "7778888")
+    provider.submit(document(PDF), "7778888")
     assert len(vn.requests("voipnow", "token")) == 1
     now[0] += 2  # inside the margin: renewed before the provider could refuse it
-    provider.submit(document(), "7778888")
+    provider.submit(document(PDF), "7778888")
     assert len(vn.requests("voipnow", "token")) == 2
     assert statuses(vn, "send") == [200, 200, 200]  # never refused
 
@@ -141,10 +120,10 @@ def test_token_expired_at_the_provider_is_renewed_on_401(
 ) -> None:
     sandbox_voipnow.set_token_lifetime(vn.sb, 100)
     provider = client(vn, http)
-    provider.submit(document(), "7778888")
+    provider.submit(document(PDF), "7778888")
     vn.control("clock", advance=101)  # the sandbox's token is now expired; the client's is not
 
-    result = provider.submit(document(), "7778888")
+    result = provider.submit(document(PDF), "7778888")
 
     assert result.job_id in vn.sb.jobs["voipnow"]
     assert statuses(vn, "send") == [200, 401, 200]
@@ -152,28 +131,6 @@ def test_token_expired_at_the_provider_is_renewed_on_401(
     first, retry = vn.requests("voipnow", "send")[1:]
     assert first["headers"]["authorization"] != retry["headers"]["authorization"]
     assert retry["fields"]["files"] == [{"name": "fax.pdf", "size": len(PDF)}]  # rewound
-
-
-def test_an_injected_401_is_retried_once_with_a_new_token(
-    vn: RunningSandbox, http: httpx.Client
-) -> None:
-    vn.control("faults", provider="voipnow", operation="send", kind="error", status=401)
-    result = client(vn, http).submit(document(), "7778888")
-    assert result.job_id in vn.sb.jobs["voipnow"]
-    assert statuses(vn, "send") == [401, 200]
-    assert len(vn.requests("voipnow", "token")) == 2
-
-
-def test_a_second_401_is_an_auth_error_without_more_retries(
-    vn: RunningSandbox, http: httpx.Client
-) -> None:
-    vn.control("faults", provider="voipnow", operation="send", kind="error", status=401, count=3)
-    with pytest.raises(ProviderAuthError) as info:
-        client(vn, http).submit(document(), "7778888")
-    assert info.value.http_status == 401
-    assert info.value.operation == "send"
-    assert statuses(vn, "send") == [401, 401]
-    assert not vn.sb.jobs["voipnow"]
 
 
 @pytest.mark.parametrize(
@@ -187,7 +144,9 @@ def test_refused_credentials_are_an_auth_error(
     vn: RunningSandbox, http: httpx.Client, fields: dict[str, str], code: str
 ) -> None:
     with pytest.raises(ProviderAuthError) as info:
-        VoipNow(make_account(vn.base_url("voipnow"), **fields), http).submit(document(), "7778888")
+        VoipNowClient(make_account(vn.base_url("voipnow"), **fields), http).submit(
+            document(PDF), "7778888"
+        )
     assert info.value.provider == "voipnow"
     assert info.value.operation == "token"
     assert info.value.http_status == 401
@@ -214,7 +173,9 @@ def test_wrong_user_or_extension_is_an_account_error(
     vn: RunningSandbox, http: httpx.Client, fields: dict[str, str], code: str
 ) -> None:
     with pytest.raises(ProviderAuthError) as info:
-        VoipNow(make_account(vn.base_url("voipnow"), **fields), http).submit(document(), "7778888")
+        VoipNowClient(make_account(vn.base_url("voipnow"), **fields), http).submit(
+            document(PDF), "7778888"
+        )
     assert info.value.http_status == 400
     assert info.value.provider_message.startswith(code)
 
@@ -252,20 +213,18 @@ def test_documented_error_codes_map_to_kinds(
     error_class: type[ProviderError],
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": "words from the provider"}})
-    vn.control(
-        "faults", provider="voipnow", operation="send", kind="error", status=status, body=body
-    )
+    fault(vn, "voipnow", "send", status=status, body=body)
     with pytest.raises(error_class) as info:
-        client(vn, http).submit(document(), "7778888")
+        client(vn, http).submit(document(PDF), "7778888")
     assert type(info.value) is error_class
     assert info.value.http_status == status
     assert info.value.provider_message == f"{code}: words from the provider"
 
 
 def test_http_204_means_nothing_was_sent(vn: RunningSandbox, http: httpx.Client) -> None:
-    vn.control("faults", provider="voipnow", operation="send", kind="error", status=204)
+    fault(vn, "voipnow", "send", kind="error", status=204)
     with pytest.raises(ProviderPermanentError) as info:
-        client(vn, http).submit(document(), "7778888")
+        client(vn, http).submit(document(PDF), "7778888")
     assert info.value.http_status == 204
 
 
@@ -273,7 +232,7 @@ def test_a_bad_destination_never_reaches_the_provider(
     vn: RunningSandbox, http: httpx.Client
 ) -> None:
     with pytest.raises(BadDestinationError):
-        client(vn, http).submit(document(), "call me maybe")
+        client(vn, http).submit(document(PDF), "call me maybe")
     assert not vn.requests("voipnow")
 
 
@@ -282,9 +241,9 @@ def test_a_send_that_times_out_has_an_unknown_outcome(
 ) -> None:
     provider = client(vn, http, timeout=0.3)
     provider.check()  # token first, so only the send hangs
-    vn.control("faults", provider="voipnow", operation="send", kind="hang", seconds=1.0)
+    fault(vn, "voipnow", "send", kind="hang", seconds=1.0)
     with pytest.raises(OutcomeUnknownError) as info:
-        provider.submit(document(), "7778888")
+        provider.submit(document(PDF), "7778888")
     assert info.value.operation == "send"
     # The provider took the fax after all: exactly why the outcome is "unknown", not "failed".
     wait_for(lambda: len(vn.sb.jobs["voipnow"]) == 1)
@@ -292,9 +251,9 @@ def test_a_send_that_times_out_has_an_unknown_outcome(
 
 
 def test_a_token_call_that_times_out_is_transient(vn: RunningSandbox, http: httpx.Client) -> None:
-    vn.control("faults", provider="voipnow", operation="token", kind="hang", seconds=1.0)
+    fault(vn, "voipnow", "token", kind="hang", seconds=1.0)
     with pytest.raises(ProviderTransientError) as info:
-        client(vn, http, timeout=0.3).submit(document(), "7778888")
+        client(vn, http, timeout=0.3).submit(document(PDF), "7778888")
     assert not isinstance(info.value, OutcomeUnknownError)
     assert info.value.operation == "token"
     assert not vn.requests("voipnow", "send")
@@ -314,7 +273,7 @@ def test_concurrent_submits_share_one_token(vn: RunningSandbox, http: httpx.Clie
 
     def work() -> None:
         try:
-            provider.submit(document(), "7778888")
+            provider.submit(document(PDF), "7778888")
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -377,32 +336,59 @@ def test_sandbox_refuses_a_missing_token_and_a_wrong_grant(vn: RunningSandbox) -
     assert grant.json()["error"] == "unsupported_grant_type"
 
 
-# --- answers the docs do not promise (MockTransport) -----------------------------------------
-
+# --- the shared provider contract (MockTransport) -------------------------------------------
+MOCK_BASE = "https://pbx.example.test"
 TOKEN_OK = {"access_token": "t0k", "token_type": "Bearer", "expires_in": 3600}
 
 
-def mock_client(
-    send_answer: Callable[[httpx.Request], httpx.Response],
-    token_answer: Callable[[httpx.Request], httpx.Response] | None = None,
-    seen: list[httpx.Request] | None = None,
-) -> VoipNow:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(request)
-        if request.url.path.endswith("/oauth/token.php"):
+def is_token_request(request: httpx.Request) -> bool:
+    return request.url.path.endswith("/oauth/token.php")
+
+
+class TestContract(TokenContract):
+    provider = "voipnow"
+
+    def client(self, http: httpx.Client) -> Provider:
+        return VoipNowClient(make_account(MOCK_BASE), http, CONTRACT_TIMEOUT)
+
+    def calls(self) -> list[Call]:
+        return [
+            Call("send", lambda c: c.submit(document(PDF), "7778888"), sends=True),
+            Call("token", lambda c: c.check()),
+        ]
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if is_token_request(request):
+            return httpx.Response(200, json=TOKEN_OK)
+        return httpx.Response(200, json={"id": 1, "uid": "5d8e"})
+
+    def is_token_request(self, request: httpx.Request) -> bool:
+        return is_token_request(request)
+
+    def token_answer(self, token: str) -> httpx.Response:
+        return httpx.Response(200, json={**TOKEN_OK, "access_token": token})
+
+    def submit(self, client: Provider, doc: OutgoingDocument) -> SubmitResult:
+        return client.submit(doc, "7778888")
+
+
+# --- answers the docs do not promise (MockTransport) -----------------------------------------
+def mock_client(send_answer: Answer, token_answer: Answer | None = None) -> VoipNowClient:
+    """A client whose sends get ``send_answer`` and token requests ``token_answer``."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if is_token_request(request):
             return token_answer(request) if token_answer else httpx.Response(200, json=TOKEN_OK)
         return send_answer(request)
 
-    http = httpx.Client(transport=httpx.MockTransport(handler))
-    return VoipNow(make_account("https://pbx.example.test"), http, httpx.Timeout(7.0))
+    return VoipNowClient(make_account(MOCK_BASE), MockNetwork(handle).http)
 
 
 def test_an_html_error_page_is_quoted_in_the_error() -> None:
     page = "<html><body><h1>502 Bad Gateway</h1></body></html>"
     provider = mock_client(lambda r: httpx.Response(502, text=page))
     with pytest.raises(ProviderTransientError) as info:
-        provider.submit(document(), "7778888")
+        provider.submit(document(PDF), "7778888")
     assert info.value.http_status == 502
     assert "502 Bad Gateway" in info.value.provider_message
 
@@ -411,15 +397,15 @@ def test_an_html_error_page_is_quoted_in_the_error() -> None:
 def test_an_unreadable_success_has_an_unknown_outcome(body: bytes) -> None:
     provider = mock_client(lambda r: httpx.Response(200, content=body))
     with pytest.raises(OutcomeUnknownError) as info:
-        provider.submit(document(), "7778888")
+        provider.submit(document(PDF), "7778888")
     assert info.value.http_status == 200
 
 
 def test_the_fax_id_may_be_a_string_or_a_number() -> None:
     answers = iter([{"id": "1", "uid": "5d8e"}, {"id": 2, "uid": "6e9f"}])
     provider = mock_client(lambda r: httpx.Response(200, json=next(answers)))
-    assert provider.submit(document(), "7778888").job_id == "1"
-    assert provider.submit(document(), "7778888").job_id == "2"
+    assert provider.submit(document(PDF), "7778888").job_id == "1"
+    assert provider.submit(document(PDF), "7778888").job_id == "2"
 
 
 @pytest.mark.parametrize(
@@ -453,49 +439,6 @@ def test_expires_in_as_a_string_is_honoured() -> None:
     assert provider.check()["token_lifetime_seconds"] == 7200.0
 
 
-def test_a_lost_answer_after_sending_is_an_unknown_outcome() -> None:
-    def hang(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
-
-    with pytest.raises(OutcomeUnknownError):
-        mock_client(hang).submit(document(), "7778888")
-    with pytest.raises(ProviderTransientError) as info:
-        mock_client(lambda r: httpx.Response(200, json={"id": 1}), hang).submit(
-            document(), "7778888"
-        )
-    assert not isinstance(info.value, OutcomeUnknownError)
-
-
-def test_a_refused_connection_is_transient_not_unknown() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    with pytest.raises(ProviderTransientError) as info:
-        mock_client(refuse).submit(document(), "7778888")
-    assert not isinstance(info.value, OutcomeUnknownError)
-
-
-def test_every_request_carries_the_timeout() -> None:
-    seen: list[httpx.Request] = []
-    provider = mock_client(lambda r: httpx.Response(200, json={"id": 1}), seen=seen)
-    provider.submit(document(), "7778888")
-    assert len(seen) == 2
-    for request in seen:
-        assert request.extensions["timeout"]["read"] == 7.0
-
-
-def test_a_401_with_a_stream_that_cannot_rewind_is_transient() -> None:
-    class OneWay(io.BytesIO):
-        def seekable(self) -> bool:
-            return False
-
-    provider = mock_client(lambda r: httpx.Response(401, json={"error": {"code": "access_denied"}}))
-    doc = OutgoingDocument(filename="fax.pdf", stream=OneWay(PDF), size=len(PDF))
-    with pytest.raises(ProviderTransientError) as info:
-        provider.submit(doc, "7778888")
-    assert info.value.http_status == 401
-
-
 @pytest.mark.parametrize(
     ("number", "expected"),
     [
@@ -506,11 +449,11 @@ def test_a_401_with_a_stream_that_cannot_rewind_is_transient() -> None:
     ],
 )
 def test_normalize_destination(number: str, expected: str) -> None:
-    assert VoipNow.normalize_destination(number) == expected
+    assert VoipNowClient.normalize_destination(number) == expected
 
 
 @pytest.mark.parametrize("number", ["", "  ", "555-CALL-NOW", "***", "5" * 33, "12#34"])
 def test_normalize_destination_refuses(number: str) -> None:
     with pytest.raises(BadDestinationError) as info:
-        VoipNow.normalize_destination(number)
+        VoipNowClient.normalize_destination(number)
     assert info.value.provider == "voipnow"

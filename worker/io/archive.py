@@ -8,8 +8,9 @@ Key layout (DESIGN.md "Archive"), ``{prefix}`` used verbatim, date = UTC date of
     {prefix}outbound/{account}/{YYYY}/{MM}/{DD}/{id}.pdf   documents to send
 
 Uploads stream from a file: the digest is computed in one pass of 1 MiB reads, then boto3's managed
-transfer sends the file in 8 MiB parts, so memory stays flat whatever the file's size. An object that
-is already there with the same sha256 is not uploaded again.
+transfer sends the file in 8 MiB parts, two at a time, each read from the file as it is sent, so
+memory stays flat whatever the file's size. An object that is already there with the same sha256 is
+not uploaded again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,13 +37,15 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 CHUNK = 1024 * 1024
-# Two parts in flight and two buffered: memory stays near 32 MiB whatever the file's size.
+PART = 8 * CHUNK
+# Two parts in flight. Public TransferConfig arguments only: s3transfer's own cap on the parts it
+# holds in memory (``max_in_memory_upload_chunks``, 10 by default) is not a boto3 argument, so
+# ``put_file`` never gives boto3 a large stream it would cut into in-memory parts (see there).
 TRANSFER = TransferConfig(
-    multipart_threshold=8 * CHUNK,
-    multipart_chunksize=8 * CHUNK,
+    multipart_threshold=PART,
+    multipart_chunksize=PART,
     max_concurrency=2,
 )
-TRANSFER.max_in_memory_upload_chunks = 2  # not a boto3 argument, but its s3transfer base reads it
 
 
 def s3_client(
@@ -161,8 +165,18 @@ class Archive:
             stream.flush()
             # From a file on disk boto3 reads each part itself: no part buffers in memory.
             self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
-        else:
+        elif size < PART:
+            # One PutObject that reads the stream itself.
             self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+        else:
+            # A multipart upload from a stream copies each part into memory, up to 10 at once
+            # (a limit boto3 does not expose); from a file, boto3 reads each part as it sends it.
+            with tempfile.NamedTemporaryFile() as spool:
+                shutil.copyfileobj(stream, spool, CHUNK)
+                spool.flush()
+                self.client.upload_file(
+                    spool.name, self.bucket, key, ExtraArgs=extra, Config=TRANSFER
+                )
         return Stored(self.bucket, key, sha256, size, uploaded=True)
 
     def put_stream(self, key: str, source: IO[bytes], **kwargs: Any) -> Stored:
@@ -230,7 +244,7 @@ class Archive:
 
 
 def received_at(record: FaxRecord) -> str:
-    """When the provider received the fax (kept by ``inbound.new_inbound_record``), else when
+    """When the provider received the fax (kept by ``inbound.new_inbound``), else when
     faxrelay created the record: the archive's date and the sidecar's ``received_at``."""
     return str(record.work.get("received_at") or record.created_at)
 

@@ -30,11 +30,12 @@ from worker import metrics
 from worker.domain import FaxRecord, iso, utcnow
 from worker.io.fetch import URLRefused, guarded_client
 from worker.retry import EVENT
+from worker.store import keys
 
 log = logging.getLogger(__name__)
 
-DELIVERY_PREFIX = "fr:delivery:"
-DELIVERIES_DUE = "fr:deliveries:due"
+DELIVERY_PREFIX = keys.DELIVERY_PREFIX
+DELIVERIES_DUE = keys.DELIVERIES_DUE
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -102,7 +103,7 @@ def emit(client: redis.Redis, settings: Settings, record: FaxRecord, event_type:
             "attempts": 0,
             "last_error": "",
         }
-        pipe.set(DELIVERY_PREFIX + delivery_id, json.dumps(entry), ex=14 * 86400)
+        pipe.set(keys.delivery_key(delivery_id), json.dumps(entry), ex=keys.DELIVERY_TTL)
         pipe.zadd(DELIVERIES_DUE, {delivery_id: now + settings.wake_grace})
         ids.append(delivery_id)
     if ids:
@@ -130,7 +131,7 @@ def deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
 
 
 def _deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
-    raw = client.get(DELIVERY_PREFIX + delivery_id)
+    raw = client.get(keys.delivery_key(delivery_id))
     if raw is None:
         client.zrem(DELIVERIES_DUE, delivery_id)
         return "gone"
@@ -154,7 +155,7 @@ def _deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
         error = f"{type(exc).__name__}: {exc}"
     else:
         if 200 <= status < 300:
-            client.delete(DELIVERY_PREFIX + delivery_id)
+            client.delete(keys.delivery_key(delivery_id))
             client.zrem(DELIVERIES_DUE, delivery_id)
             return "delivered"
         error = f"HTTP {status}"
@@ -163,11 +164,11 @@ def _deliver(client: redis.Redis, settings: Settings, delivery_id: str) -> str:
     exhausted = EVENT.max_attempts is not None and entry["attempts"] >= EVENT.max_attempts
     if permanent or exhausted:
         client.zrem(DELIVERIES_DUE, delivery_id)
-        client.set(DELIVERY_PREFIX + delivery_id, json.dumps(entry), ex=14 * 86400)
+        client.set(keys.delivery_key(delivery_id), json.dumps(entry), ex=keys.DELIVERY_TTL)
         log.error("event %s to %s given up: %s", delivery_id, entry["url"], error)
         return "gave_up"
     delay = EVENT.backoff.delay(entry["attempts"]) * settings.retry_scale
-    client.set(DELIVERY_PREFIX + delivery_id, json.dumps(entry), ex=14 * 86400)
+    client.set(keys.delivery_key(delivery_id), json.dumps(entry), ex=keys.DELIVERY_TTL)
     client.zadd(DELIVERIES_DUE, {delivery_id: time.time() + delay})
     return "retry"
 

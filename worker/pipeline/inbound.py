@@ -13,6 +13,11 @@ Steps (each a plain function; ``tasks.py`` wraps them):
                       as ``duplicate`` of that record.
 - ``reconcile``       list what the provider holds and record anything no webhook announced.
 
+A received fax is recorded the same way wherever it is learnt of: ``new_inbound`` makes its record
+and dedup key (pure, no I/O: the web intake's hot path stores them through the async store, in one
+script with its wake-up message and log entry); ``create_inbound`` stores them through the blocking
+store (reconcile, the CLI's backfill).
+
 Only one worker works on a record at a time (a lease in Redis); a worker that dies loses its lease
 and the sweeper wakes the record again, so a killed worker costs a retry, never a fax.
 """
@@ -30,6 +35,7 @@ from worker.domain import (
     Direction,
     FaxRecord,
     State,
+    Work,
     iso,
     iso_at,
     parse_iso,
@@ -50,19 +56,22 @@ from worker.providers.base import (
 )
 from worker.retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
 from worker.runtime import INBOUND_TASK, Runtime
-from worker.store.records import dedup_key, dedup_ref
+from worker.store import keys
+from worker.store.records import Created, dedup_key, dedup_ref
 
 log = logging.getLogger(__name__)
 
 
 def inbound_dedup(account: str, provider_fax_id: str) -> tuple[str, str]:
-    return f"in:{account}", provider_fax_id
+    """The dedup scope and key of a received fax: one record per account and provider fax id."""
+    return keys.inbound_scope(account), provider_fax_id
 
 
-def new_inbound_record(runtime: Runtime, account_name: str, fax: InboundFax) -> FaxRecord:
-    """A ``received`` record for a fax the provider announced or listed."""
+def new_inbound(runtime: Runtime, account_name: str, fax: InboundFax) -> tuple[FaxRecord, str]:
+    """The ``received`` record of a fax the provider announced or listed, and the dedup key to
+    store it under (a repeat finds the first record instead). No I/O: the web intake's hot path
+    calls it once per webhook (hence a plain tuple)."""
     account = runtime.settings.account(account_name)
-
     retention = provider_class(account.provider).inbound_retention_days
     now = time.time()
     received = fax.received_at.timestamp() if fax.received_at is not None else now
@@ -82,7 +91,17 @@ def new_inbound_record(runtime: Runtime, account_name: str, fax: InboundFax) -> 
     if retention is not None:
         record.expires_at = iso_at(received + retention * 86400.0)
     record.due_at = now + runtime.settings.wake_grace
-    return record
+    scope, key = inbound_dedup(account_name, fax.provider_fax_id)
+    return record, dedup_key(scope, key)
+
+
+def create_inbound(runtime: Runtime, account_name: str, fax: InboundFax) -> Created:
+    """Record a fax the provider holds unless it is known already (then: the known record).
+
+    Publishes no wake-up: a caller that created the record wakes it (or archives it itself).
+    """
+    record, dedup = new_inbound(runtime, account_name, fax)
+    return runtime.store.create(record, dedup=dedup)
 
 
 def inbound_fax_of(record: FaxRecord) -> InboundFax:
@@ -129,7 +148,11 @@ def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: An
 
 
 def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, detail: str) -> None:
-    """Schedule another attempt from the record's due time, or fail when the rule runs out."""
+    """Schedule another attempt ``rule.backoff`` from now (before the provider's copy expires),
+    or fail when the copy has expired or the rule's attempts at ``kind`` have run out.
+
+    ``kind`` names the attempt counter (an ErrorKind value, ``not_found`` or ``unexpected``).
+    """
     attempts = record.attempts.get("download", 0) + 1
     attempts_of_kind = record.attempts.get(kind, 0) + 1
     now = time.time()
@@ -150,7 +173,7 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
         and not record.work.get("at_risk_sent")
     )
 
-    work: dict[str, Any] = {"last_error": detail, "not_before": due}  # earlier wake-ups: ignored
+    work: Work = {"last_error": detail, "not_before": due}  # earlier wake-ups: ignored
     if at_risk:
         work["at_risk_sent"] = True
     updated = save_step(
@@ -324,7 +347,7 @@ def _clean_up(runtime: Runtime, record: FaxRecord) -> None:
 
 def reconcile_is_due(runtime: Runtime, account_name: str) -> bool:
     account = runtime.settings.account(account_name)
-    last = runtime.store.redis.get(f"fr:reconciled:{account_name}")
+    last = runtime.store.redis.get(keys.reconciled_key(account_name))
     last_at = parse_iso(_text(last)) if last else None
     return last_at is None or (utcnow() - last_at).total_seconds() >= account.reconcile_interval
 
@@ -335,7 +358,7 @@ def reconcile(runtime: Runtime, account_name: str) -> list[str]:
     provider = runtime.provider(account_name)
     if not provider.capabilities.list_inbound:
         return []
-    marker = f"fr:reconciled:{account_name}"
+    marker = keys.reconciled_key(account_name)
     last = runtime.store.redis.get(marker)
     lookback = timedelta(days=runtime.settings.reconcile_lookback_days)
     since = utcnow() - lookback
@@ -346,12 +369,10 @@ def reconcile(runtime: Runtime, account_name: str) -> list[str]:
     for fax in provider.list_inbound(since):
         if not fax.provider_fax_id:
             continue
-        scope, key = inbound_dedup(account.name, fax.provider_fax_id)
-        record = new_inbound_record(runtime, account.name, fax)
-        created = runtime.store.create(record, dedup=dedup_key(scope, key))
+        created = create_inbound(runtime, account.name, fax)
         if created.created:
-            new_ids.append(record.id)
-            runtime.send_task(INBOUND_TASK[0], INBOUND_TASK[1], [record.id])
+            new_ids.append(created.record.id)
+            runtime.send_task(INBOUND_TASK[0], INBOUND_TASK[1], [created.record.id])
     runtime.store.redis.set(marker, iso(started) or "")
     if new_ids:
         log.info("reconcile %s: %d faxes no webhook announced", account_name, len(new_ids))

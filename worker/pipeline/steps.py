@@ -16,12 +16,15 @@ from worker.domain import (
     IllegalTransition,
     NoChange,
     State,
+    Work,
+    WorkKey,
     can_move,
     iso,
     transition,
     utcnow,
 )
 from worker.runtime import Runtime
+from worker.store import keys
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ def leased(runtime: Runtime, fax_id: str, *, renew: bool = False) -> Iterator[bo
 
 def _keep_lease(runtime: Runtime, fax_id: str, token: str, done: threading.Event) -> None:
     seconds = runtime.settings.lease_seconds
-    key = f"fr:lease:{fax_id}"
+    key = keys.lease_key(fax_id)
     for _ in range(2 * MAX_HOLD):
         if done.wait(seconds / 2):
             return
@@ -88,8 +91,8 @@ def save_step(
     note: str = "",
     due_at: float | None = None,
     fields: dict[str, Any] | None = None,
-    work: dict[str, Any] | None = None,
-    drop_work: tuple[str, ...] = (),
+    work: Work | None = None,
+    drop_work: tuple[WorkKey, ...] = (),
     attempts: dict[str, int] | None = None,
     provider_ids: dict[str, str] | None = None,
     forward_only: bool = False,

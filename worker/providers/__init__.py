@@ -1,4 +1,8 @@
-"""Provider modules, one per provider, registered by name (``PROVIDER`` in each module)."""
+"""Provider modules, one per provider, registered by name (``PROVIDER`` in each module).
+
+``base`` holds the types they speak in, ``fields`` the field-level parsing they share and
+``_http`` their HTTP plumbing.
+"""
 
 from __future__ import annotations
 

@@ -62,17 +62,23 @@ def snippet(response: httpx.Response) -> str:
     return text[:SNIPPET] + ("…" if len(text) > SNIPPET else "")
 
 
+def json_dict(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer's JSON object; None when the body is not one (an HTML page, empty, a list)."""
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def json_object(provider: str, operation: str, response: httpx.Response) -> dict[str, Any]:
     """The answer's JSON object; an error naming the HTTP status and the body when it is not one.
 
     Provider modules read their own error members first; this only covers what the docs do not
     promise (HTML error pages, empty bodies, invalid JSON).
     """
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    if isinstance(data, dict):
+    data = json_dict(response)
+    if data is not None:
         return data
     kind = (
         kind_for_http_status(response.status_code)

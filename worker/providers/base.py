@@ -2,7 +2,10 @@
 
 A provider module (``primevox.py``, ``ucx.py``, …) holds everything about one provider: its client,
 its webhook parsers, its status table and its error table. Nothing outside it knows the provider's
-field names, status words or error strings. Modules import neither Starlette nor Celery.
+field names, status words or error strings. Modules import neither Starlette nor Celery. Every
+module spells them alike: the client ``<Provider>Client`` (registered as ``PROVIDER``), ``NAME``,
+the tables ``STATUS`` and ``ERROR``, and ``UNKNOWN_WORDS`` where it reads status words. What
+is not provider knowledge is shared: field-level parsing in ``fields``, HTTP plumbing in ``_http``.
 
 Errors::
 

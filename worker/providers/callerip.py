@@ -13,11 +13,11 @@ looked up (``find_submitted`` is off), and a fax is followed by polling.
 Assumptions beyond the docs:
 - The error format is not published. An answer is read as an error when its HTTP status is not
   2xx, or when its JSON object carries an ``error``/``errors``/``message`` member instead of the
-  documented fields. The kind comes from the HTTP status (``ERROR``), except that a refusal whose
-  text speaks of the token is ``ErrorKind.AUTH`` (the token is the only credential). The raw
-  body is always quoted in the error's message.
-- Status words are matched without regard to case; an unknown word is ``JobState.UNKNOWN``
-  (in progress, never final), kept raw and logged once.
+  documented fields. The kind comes from the HTTP status (``ERROR``, read by ``error_kind``),
+  except that a refusal whose text speaks of the token is ``ErrorKind.AUTH`` (the token is the
+  only credential). The raw body is always quoted in the error's message.
+- Status words (``STATUS``) are matched without regard to case; an unknown word is
+  ``JobState.UNKNOWN`` (in progress, never final), kept raw and logged once.
 - CallerIP gives no reason for a failure: ``Failed`` has cause ``FailureCause.OTHER``, with any
   reason-like member of the answer as the detail.
 - ``check()`` asks the status of a made-up uuid. 401/403, or a refusal that speaks of the token,
@@ -28,16 +28,14 @@ Assumptions beyond the docs:
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import uuid
 from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
 
-from worker.providers._http import json_object, send, snippet
+from worker.providers._http import json_dict, json_object, send, snippet
 from worker.providers.base import (
     BadDestinationError,
     Capabilities,
@@ -53,6 +51,7 @@ from worker.providers.base import (
     error_for_kind,
     kind_for_http_status,
 )
+from worker.providers.fields import UnknownWords, status_word, text, without_formatting
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +91,27 @@ ERROR_MEMBERS = ("error", "errors", "message", "msg", "detail")
 DETAIL_MEMBERS = ("reason", "error", "message", "detail", "description")
 
 CHECK_UUID = "00000000-0000-4000-8000-faxrelaycheck"  # a uuid no fax ever has
-_STRIP = str.maketrans("", "", "+ -.()[]\t")
 
-_logged_words: set[str] = set()
-_logged_lock = threading.Lock()
+UNKNOWN_WORDS = UnknownWords(log, NAME)
 
 
-def _log_unknown_word(word: str) -> None:
-    with _logged_lock:
-        if word in _logged_words:
-            return
-        _logged_words.add(word)
-    log.warning("callerip answered an unknown status word %r; treating it as in progress", word)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True)
+def job_status(word: str, data: dict[str, Any]) -> JobStatus:
+    """A status answer read as a job status; ``word`` is its (non-blank) ``status``."""
+    word = word.strip()
+    state = STATUS.get(status_word(word))
+    if state is None:
+        UNKNOWN_WORDS.note(word)
+        state = JobState.UNKNOWN
+    detail = ""
+    cause = None
+    if state is JobState.FAILED:
+        cause = FailureCause.OTHER
+        for member in DETAIL_MEMBERS:
+            if data.get(member) not in (None, ""):
+                detail = text(data[member])
+                break
+        detail = detail or "CallerIP gives no reason for a failed fax"
+    return JobStatus(state=state, raw_status=word, detail=detail, cause=cause, raw=data)
 
 
 def _error_text(data: dict[str, Any]) -> str | None:
@@ -117,12 +119,13 @@ def _error_text(data: dict[str, Any]) -> str | None:
     for member in ERROR_MEMBERS:
         value = data.get(member)
         if value not in (None, "", [], {}):
-            return _text(value)
+            return text(value)
     return None
 
 
-def _kind(http_status: int, text: str) -> ErrorKind:
-    lowered = text.lower()
+def error_kind(words: str, http_status: int) -> ErrorKind:
+    """The kind of a refusal: by the HTTP status (``ERROR``), auth when it speaks of the token."""
+    lowered = words.lower()
     if http_status < 500 and any(word in lowered for word in AUTH_WORDS):
         return ErrorKind.AUTH
     if 200 <= http_status < 300:
@@ -132,19 +135,20 @@ def _kind(http_status: int, text: str) -> ErrorKind:
 
 def _refusal(operation: str, response: httpx.Response) -> ProviderError:
     """The error for a non-2xx answer, or a 2xx whose JSON names an error; quotes the body."""
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    words = _error_text(data) if isinstance(data, dict) else None
+    data = json_dict(response)
+    words = _error_text(data) if data is not None else None
     body = snippet(response)
     message = f"{words} (answer: {body})" if words else body
     return error_for_kind(
-        _kind(response.status_code, words or body), NAME, operation, message, response.status_code
+        error_kind(words or body, response.status_code),
+        NAME,
+        operation,
+        message,
+        response.status_code,
     )
 
 
-class CallerIP(Provider):
+class CallerIPClient(Provider):
     """A CallerIP fax line: ``token``."""
 
     name: ClassVar[str] = NAME
@@ -164,7 +168,7 @@ class CallerIP(Provider):
     @classmethod
     def normalize_destination(cls, number: str) -> str:
         """Exactly 10 digits (a North American number); ``1`` + 10 digits loses its ``1``."""
-        cleaned = number.strip().translate(_STRIP)
+        cleaned = without_formatting(number)
         if not (cleaned.isascii() and cleaned.isdigit()):
             raise BadDestinationError(
                 NAME,
@@ -254,21 +258,7 @@ class CallerIP(Provider):
                 f"answer has no status: {snippet(response)}",
                 response.status_code,
             )
-        word = word.strip()
-        state = STATUS.get(word.lower())
-        if state is None:
-            _log_unknown_word(word)
-            state = JobState.UNKNOWN
-        detail = ""
-        cause = None
-        if state is JobState.FAILED:
-            cause = FailureCause.OTHER
-            for member in DETAIL_MEMBERS:
-                if data.get(member) not in (None, ""):
-                    detail = _text(data[member])
-                    break
-            detail = detail or "CallerIP gives no reason for a failed fax"
-        return JobStatus(state=state, raw_status=word, detail=detail, cause=cause, raw=data)
+        return job_status(word, data)
 
     # --- operator checks --------------------------------------------------------
     def check(self) -> dict[str, Any]:
@@ -291,4 +281,4 @@ class CallerIP(Provider):
         return {"token": "unclear", "how": how, "answer": answer}
 
 
-PROVIDER = CallerIP
+PROVIDER = CallerIPClient

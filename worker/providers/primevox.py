@@ -7,12 +7,11 @@ What the provider offers (``provider-docs/primevox.txt`` and its README):
   presigned S3 URL). Answers ``{"success": …, "faxID": …}`` or ``{"error": "<documented string>"}``.
 - status: ``GET {base}/api/fax_status.php?auth=&containerID=&efaxID=`` → ``{"status": …}`` or
   ``{"error": …}``.
-- call history (CDR v2): ``GET {base}/api/call_list.php?auth=&containerID=&tenantID=&…`` (operator
-  call, :meth:`PrimeVoxProvider.call_list`).
 - webhooks: inbound fax (urlencoded, carries a download URL; PDFs are kept 30 days) and outgoing
   status (JSON, the status call's answer).
 - No cancel, no job list, no inbound list or delete: those stay the base's ``unsupported``
   error, and a submit whose answer was lost cannot be looked up (``find_submitted``).
+- Call history (CDR v2, ``/api/call_list.php``) is documented too; faxrelay has no use for it.
 
 Assumptions beyond the docs (kept tolerant, every raw field is kept on the record):
 
@@ -22,7 +21,7 @@ Assumptions beyond the docs (kept tolerant, every raw field is kept on the recor
 - Error strings are matched without regard to case, surrounding space or a trailing period. An
   error string we do not know is permanent (README: only the two database errors are transient).
 - The inbound webhook's field names are not published: the download URL and the fax id are found
-  by lists of likely names (case-insensitive, ``_``/``-`` ignored), else the one absolute http(s)
+  by lists of likely names (case-insensitive, punctuation ignored), else the one absolute http(s)
   URL in the body, else (for the id) an id found in that URL's query, else one derived from the URL.
   Times without a zone are taken as UTC. JSON and multipart bodies are accepted too.
 - The status webhook is read as JSON, or urlencoded if it is not JSON; both ``containerID`` and
@@ -40,17 +39,13 @@ Assumptions beyond the docs (kept tolerant, every raw field is kept on the recor
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import re
-import threading
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from email import policy
-from email.parser import BytesParser
-from typing import IO, Any, NamedTuple
+from collections.abc import Mapping
+from datetime import datetime
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -76,13 +71,26 @@ from worker.providers.base import (
     WebhookError,
     error_for_kind,
 )
+from worker.providers.fields import (
+    FieldRoles,
+    UnknownWords,
+    flatten,
+    header,
+    id_text,
+    is_url,
+    page_count,
+    parse_multipart,
+    parse_time,
+    pick,
+    status_word,
+    without_formatting,
+)
 
 log = logging.getLogger(__name__)
 
 NAME = "primevox"
 SEND_PATH = "/api/fax_send.php"
 STATUS_PATH = "/api/fax_status.php"
-CALL_LIST_PATH = "/api/call_list.php"
 
 # --- status words -----------------------------------------------------------------------------
 # Provider word (lower case, ``_``/``-`` read as spaces) -> (state, cause). README: success/
@@ -174,7 +182,7 @@ TRANSIENT_PREFIXES = ("error connecting to the database", "unknown issue with da
 # HTTP statuses on a submit after which the fax may have been queued (the body says nothing).
 SUBMIT_OUTCOME_UNKNOWN_HTTP = frozenset({500, 502, 504})
 
-# --- webhook field names (compared lower case with "_" and "-" removed) -------------------------
+# --- webhook field names (compared as ``fields.field_key`` spells them) ---------------------
 DOWNLOAD_URL_NAMES = (
     "url", "fileurl", "downloadurl", "download", "downloadlink", "pdf", "pdfurl", "pdflink",
     "faxurl", "faxpdf", "faxfile", "file", "filelink", "link", "mediaurl", "media",
@@ -201,21 +209,7 @@ TIME_NAMES = (
     "calldate", "start", "receivedtime", "ts",
 )  # fmt: skip
 
-_unknown_words: set[str] = set()
-_unknown_lock = threading.Lock()
-
-
-def _word(value: str) -> str:
-    """A status word as the tables spell it: lower case, ``_``/``-`` as spaces, single spaces."""
-    return " ".join(value.strip().lower().replace("_", " ").replace("-", " ").split())
-
-
-def _log_unknown_once(word: str) -> None:
-    with _unknown_lock:
-        if word in _unknown_words:
-            return
-        _unknown_words.add(word)
-    log.warning("primevox: unknown status word %r; treated as still in progress", word)
+UNKNOWN_WORDS = UnknownWords(log, NAME)
 
 
 def job_status(
@@ -223,19 +217,19 @@ def job_status(
 ) -> JobStatus:
     """Read a PrimeVox status word (from the status call or the status webhook)."""
     fields = dict(raw or {})
-    pages = _int(_pick(fields, PAGES_NAMES))
-    word = _word(raw_status)
+    pages = page_count(pick(fields, PAGES_NAMES))
+    word = status_word(raw_status)
     known = STATUS.get(word)
     rest = ""
     if known is None:
         # Compound words: "Failed: Busy", "Failed - No Answer", "Sending (attempt 2)".
         match = re.match(r"^\s*([^:(\[]+?)\s*(?:[:(\[]|\s-\s)\s*(.*?)[)\]]?\s*$", raw_status)
         if match:
-            known = STATUS.get(_word(match.group(1)))
+            known = STATUS.get(status_word(match.group(1)))
             rest = match.group(2)
     if known is None:
         if word:
-            _log_unknown_once(word)
+            UNKNOWN_WORDS.note(raw_status.strip())
         return JobStatus(JobState.UNKNOWN, raw_status, detail, None, pages=pages, raw=fields)
     state, cause = known
     retried = False
@@ -243,7 +237,7 @@ def job_status(
         detail = detail or rest
         if state is JobState.FAILED:
             cause = _cause_from(rest) or cause
-            if _RETRYING.search(_word(rest)):
+            if _RETRYING.search(status_word(rest)):
                 # "Busy - will retry": the provider redials; not final yet.
                 state, retried = JobState.SENDING, True
     return JobStatus(
@@ -257,7 +251,7 @@ _RETRYING = re.compile(r"\b(retry|retrying|retries|redial|redialing|redialling|r
 
 def _cause_from(text: str) -> FailureCause | None:
     """The failure cause named in the rest of a compound word ("Failed: Busy")."""
-    lowered = _word(text)
+    lowered = status_word(text)
     for word, (state, cause) in STATUS.items():
         if state is JobState.FAILED and cause in _CAUSES and re.search(rf"\b{word}\b", lowered):
             return cause
@@ -273,183 +267,16 @@ def error_kind(message: str) -> ErrorKind | None:
     return kind
 
 
-# --- tolerant field lookup ----------------------------------------------------------------------
-@functools.lru_cache(maxsize=1024)  # a handful of names, seen on every webhook
-def _key(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
-
-
-def _keyed(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields by normalised key (the first of several spellings wins)."""
-    by_key: dict[str, Any] = {}
-    for name, value in fields.items():
-        by_key.setdefault(_key(str(name)), value)
-    return by_key
-
-
-def _pick(fields: Mapping[str, Any], names: Iterable[str]) -> Any:
-    """The first non-empty value whose key matches one of ``names`` (in their order)."""
-    return _pick_keyed(_keyed(fields), names)
-
-
-def _pick_keyed(by_key: Mapping[str, Any], names: Iterable[str]) -> Any:
-    for name in names:
-        value = by_key.get(name)
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if value is not None and value != "" and not isinstance(value, (dict, list)):
-            return value
-    return None
-
-
-class _Plan(NamedTuple):
-    steps: list[tuple[str, Any, tuple[str, ...]]]  # (role, accept check, fields best first)
-    roles: tuple[str, ...]  # the roles some field can give
-    firsts: tuple[str, ...]  # for each of those roles, its best field
-    checks: tuple[tuple[int, Any], ...]  # (index in roles, accept check) for checked roles
-
-
-_all_text = {str}.issuperset  # all(type(v) is str …) in one C call
-
-
-class _FieldRoles:
-    """Picks every role's value (fax id, caller …) from a webhook's fields.
-
-    The same as ``_pick(fields, names)`` for each role's list of names, planned once per set of
-    field names (a provider sends the same names every time): the plan lists, for each role, the
-    fields that can give its value, best first. A role with an ``accept`` check (the download URL:
-    an http(s) URL) takes the first value that passes it instead of the first non-blank one.
-    """
-
-    MAX_PLANS = 256  # the field names are the caller's: keep the cache bounded
-
-    def __init__(
-        self, roles: Mapping[str, Iterable[str]], accept: Mapping[str, Any] | None = None
-    ) -> None:
-        self.roles = {role: tuple(names) for role, names in roles.items()}
-        self.accept = dict(accept or {})
-        self.plans: dict[tuple[str, ...], _Plan] = {}
-
-    def _plan(self, names: tuple[str, ...]) -> _Plan:
-        field_of: dict[str, str] = {}  # normalised key → the field that has it
-        for name in names:
-            field_of.setdefault(_key(str(name)), name)  # the first of several spellings wins
-        steps = []
-        for role, wanted in self.roles.items():
-            fields = tuple(field_of[key] for key in wanted if key in field_of)
-            if fields:
-                steps.append((role, self.accept.get(role), fields))
-        plan = _Plan(
-            steps,
-            tuple(role for role, _, _ in steps),
-            tuple(fields[0] for _, _, fields in steps),
-            tuple((i, accept) for i, (_, accept, _) in enumerate(steps) if accept is not None),
-        )
-        if len(self.plans) < self.MAX_PLANS:
-            self.plans[names] = plan
-        return plan
-
-    def pick(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        names = tuple(fields)
-        plan = self.plans.get(names) or self._plan(names)
-        # The usual webhook: every role's best field holds text, none blank, each passing its
-        # check. Then that is the answer, found in a few C calls instead of a loop per role.
-        values = list(map(fields.__getitem__, plan.firsts))
-        if (
-            _all_text(map(type, values))
-            and "" not in values
-            and all(accept(values[i]) for i, accept in plan.checks)
-        ):
-            return dict(zip(plan.roles, values, strict=True))
-        picked: dict[str, Any] = {}
-        for role, accept, candidates in plan.steps:
-            for name in candidates:
-                value = fields[name]
-                if value.__class__ is not str:  # a repeated name's values, JSON's other types
-                    value = _scalar(value)
-                    if value is None:
-                        continue
-                if value != "" if accept is None else accept(value):
-                    picked[role] = value
-                    break
-        return picked
-
-
-def _scalar(value: Any) -> Any:
-    """A list's first item; None for an object, an empty list or a nested list."""
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return None if isinstance(value, (dict, list)) else value
-
-
 def _error_text(data: Any) -> str | None:
     """The provider's error string in an answer (``{"error": …}`` or a bare known string)."""
     if isinstance(data, str):
         return data if error_kind(data) is not None else None
     if not isinstance(data, dict):
         return None
-    value = _pick(data, ("error", "errormessage", "err"))
+    value = pick(data, ("error", "errormessage", "err"))
     if value is None or value is False or value == 0:
         return None
     return str(value)
-
-
-def _flatten(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level fields, then those of nested objects (``{"data": {...}}``) not already present."""
-    if dict not in map(type, fields.values()):
-        return dict(fields)  # nothing nested (form bodies never are)
-    flat: dict[str, Any] = dict(fields)
-    for value in fields.values():
-        if isinstance(value, dict):
-            for name, inner in value.items():
-                flat.setdefault(str(name), inner)
-    return flat
-
-
-def _is_url(value: Any) -> bool:
-    """An http(s) URL with a host (what ``urlsplit`` would say, without parsing the rest)."""
-    if not isinstance(value, str):
-        return False
-    scheme, sep, rest = value.strip().partition("://")
-    return bool(sep) and scheme.lower() in ("http", "https") and rest[:1] not in ("", "/", "?", "#")
-
-
-MAX_PAGES = 100_000  # a page count beyond this is not one (and would not fit in a record)
-
-
-def _int(value: Any) -> int | None:
-    """A page count: an int or ASCII digits (``isdigit`` alone also takes ``²``), in range."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
-    return value if isinstance(value, int) and 0 <= value <= MAX_PAGES else None
-
-
-EPOCH = re.compile(r"\d{9,13}(\.\d+)?")  # seconds or milliseconds since 1970
-
-
-def _time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    if EPOCH.fullmatch(text):
-        seconds = float(text)
-        if seconds > 1e11:  # milliseconds
-            seconds /= 1000
-        return datetime.fromtimestamp(seconds, tz=UTC)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _id_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
 
 
 # --- webhook bodies ------------------------------------------------------------------------------
@@ -462,30 +289,19 @@ def _form_fields(body: bytes) -> dict[str, Any]:
 
 
 def _multipart_fields(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes | None]:
-    """Fields of a multipart/form-data body, and the first PDF file part's bytes if any."""
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        raise WebhookError("multipart body without parts")
+    """Fields of a multipart/form-data body (a file as its name and size), and the first PDF
+    file part's bytes if any."""
     fields: dict[str, Any] = {}
     pdf: bytes | None = None
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
+    for part in parse_multipart(content_type, body):
+        if part.name is None:
             continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        filename = part.get_filename()
-        if filename is not None:
-            fields[name] = f"<file {filename}, {len(data)} bytes>"
-            if pdf is None and data.startswith(b"%PDF"):
-                pdf = data
+        if part.is_file:
+            fields[part.name] = f"<file {part.filename}, {len(part.data)} bytes>"
+            if pdf is None and part.data.startswith(b"%PDF"):
+                pdf = part.data
         else:
-            charset = part.get_content_charset() or "utf-8"
-            try:
-                fields[name] = data.decode(charset, errors="replace")
-            except LookupError:  # a charset Python does not know
-                fields[name] = data.decode("utf-8", errors="replace")
+            fields[part.name] = part.text()
     return fields, pdf
 
 
@@ -500,7 +316,7 @@ def _json_fields(body: bytes) -> dict[str, Any] | None:
 def _body_fields(
     headers: dict[str, str], body: bytes, prefer_json: bool
 ) -> tuple[dict[str, Any], bytes | None]:
-    content_type = headers.get("content-type", "")
+    content_type = header(headers, "content-type")
     if not body.strip():
         raise WebhookError("empty body")
     if content_type.lower().startswith("multipart/"):
@@ -523,7 +339,7 @@ def _download_url(named: Any, fields: Mapping[str, Any]) -> str:
     URL among the fields, else the one of several that mentions a PDF."""
     if named is not None:
         return str(named).strip()
-    urls = sorted({str(v).strip() for v in fields.values() if _is_url(v)})
+    urls = sorted({str(v).strip() for v in fields.values() if is_url(v)})
     if len(urls) == 1:
         return urls[0]
     pdf_urls = [u for u in urls if "pdf" in u.lower()]
@@ -536,14 +352,14 @@ def _download_url(named: Any, fields: Mapping[str, Any]) -> str:
 
 def _derived_id(url: str) -> str:
     query = {k: v for k, v in parse_qs(urlsplit(url).query).items() if v and v[0]}
-    found = _pick(query, FAX_ID_NAMES)
+    found = pick(query, FAX_ID_NAMES)
     if found is not None:
-        return _id_text(found)
+        return id_text(found)
     return "url-" + hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
 # The inbound webhook's fields by role (see "Assumptions" above).
-INBOUND_FIELDS = _FieldRoles(
+INBOUND_FIELDS = FieldRoles(
     {
         "download": DOWNLOAD_URL_NAMES,
         "fax_id": FAX_ID_NAMES,
@@ -552,11 +368,11 @@ INBOUND_FIELDS = _FieldRoles(
         "pages": PAGES_NAMES,
         "time": TIME_NAMES,
     },
-    accept={"download": _is_url},
+    accept={"download": is_url},
 )
 
 
-class PrimeVoxProvider(Provider):
+class PrimeVoxClient(Provider):
     """PrimeVox eFax: send by URL, status by id, webhooks for inbound faxes and status changes."""
 
     name = NAME
@@ -629,7 +445,7 @@ class PrimeVoxProvider(Provider):
         original = number
         text = number.strip()
         international = text.startswith("+") and not text.lstrip("+ ").startswith("1")
-        digits = re.sub(r"[\s\-.()\[\]+]", "", text)
+        digits = without_formatting(text)
         if not digits:
             raise BadDestinationError(cls.name, "normalize_destination", "the number is empty")
         if not digits.isdigit():
@@ -668,7 +484,7 @@ class PrimeVoxProvider(Provider):
         """Queue a fax; PrimeVox downloads ``document.url`` itself. Never retried here."""
         operation = "submit"
         number = self.normalize_destination(to)
-        if not _is_url(document.url):
+        if not is_url(document.url):
             raise ProviderPermanentError(
                 self.name,
                 operation,
@@ -701,15 +517,15 @@ class PrimeVoxProvider(Provider):
             raise http_error(self.name, operation, response)
         if response.status_code >= 400:
             raise http_error(self.name, operation, response)
-        job_id = _pick(_flatten(data), ("faxid", "efaxid", "id", "uniqueid", "jobid"))
-        if job_id is None or _id_text(job_id) == "":
+        job_id = pick(flatten(data), ("faxid", "efaxid", "id", "uniqueid", "jobid"))
+        if job_id is None or id_text(job_id) == "":
             raise OutcomeUnknownError(
                 self.name,
                 operation,
                 f"answer names no faxID, the fax may have been queued: {snippet(response)}",
                 response.status_code,
             )
-        return SubmitResult(_id_text(job_id), raw=data)
+        return SubmitResult(id_text(job_id), raw=data)
 
     def status(self, job_id: str, to: str = "", submitted_at: datetime | None = None) -> JobStatus:
         operation = "status"
@@ -721,7 +537,7 @@ class PrimeVoxProvider(Provider):
             idempotent=True,
         )
         data = self._answer(operation, response)
-        value = _pick(_flatten(data), STATUS_NAMES)
+        value = pick(flatten(data), STATUS_NAMES)
         if value is None:
             raise error_for_kind(
                 ErrorKind.TRANSIENT,
@@ -730,7 +546,7 @@ class PrimeVoxProvider(Provider):
                 f"answer has neither status nor error: {snippet(response)}",
                 response.status_code,
             )
-        detail = _pick(data, DETAIL_NAMES[:-1])
+        detail = pick(data, DETAIL_NAMES[:-1])
         return job_status(str(value), data, "" if detail is None else str(detail))
 
     # --- inbound ----------------------------------------------------------------------------
@@ -764,26 +580,6 @@ class PrimeVoxProvider(Provider):
         return written
 
     # --- operator calls -----------------------------------------------------------------------
-    def call_list(self, tenant_id: str, **filters: str) -> Any:
-        """Call history (CDR v2): ``GET /api/call_list.php``; the answer's JSON as it came."""
-        operation = "call_list"
-        params = {**self._credentials(), "tenantID": tenant_id, **filters}
-        response = send(
-            self.name,
-            operation,
-            lambda: self.http.get(self._url(CALL_LIST_PATH), params=params, timeout=self.timeout),
-            idempotent=True,
-        )
-        data = self._decode(response)
-        error = _error_text(data)
-        if error is not None:
-            raise self._error(operation, error, response.status_code)
-        if response.status_code >= 400:
-            raise http_error(self.name, operation, response)
-        if data is None:
-            json_object(self.name, operation, response)  # raises, naming the body
-        return data
-
     def check(self) -> dict[str, Any]:
         """Ask the status of fax id 0: "Your supplied eFax ID is invalid." proves the auth key and
         container id were accepted (the docs list those checks first). Sends nothing; the box id
@@ -799,7 +595,7 @@ class PrimeVoxProvider(Provider):
         try:
             data: Any = self._answer(operation, response)
         except ProviderPermanentError as exc:
-            if _word(exc.provider_message).rstrip(".") != "your supplied efax id is invalid":
+            if status_word(exc.provider_message).rstrip(".") != "your supplied efax id is invalid":
                 raise
             data = exc.provider_message
         return {
@@ -814,7 +610,7 @@ class PrimeVoxProvider(Provider):
     def parse_inbound_webhook(cls, headers: dict[str, str], body: bytes) -> InboundEvent:
         """The inbound-fax webhook (urlencoded; JSON and multipart accepted too)."""
         fields, pdf = _body_fields(headers, body, prefer_json=False)
-        flat = _flatten(fields)
+        flat = flatten(fields)
         picked = INBOUND_FIELDS.pick(flat)
         url = _download_url(picked.get("download"), flat)
         if not url and pdf is None:
@@ -822,8 +618,8 @@ class PrimeVoxProvider(Provider):
                 "inbound webhook has no download URL (fields: " + ", ".join(sorted(fields)) + ")"
             )
         fax_id = picked.get("fax_id")
-        if fax_id is not None and _id_text(fax_id):
-            provider_fax_id = _id_text(fax_id)
+        if fax_id is not None and id_text(fax_id):
+            provider_fax_id = id_text(fax_id)
         elif url:
             provider_fax_id = _derived_id(url)
         else:
@@ -834,8 +630,8 @@ class PrimeVoxProvider(Provider):
             provider_fax_id=provider_fax_id,
             from_number="" if from_number is None else str(from_number).strip(),
             to_number="" if to_number is None else str(to_number).strip(),
-            pages=_int(picked.get("pages")),
-            received_at=_time(picked.get("time")),
+            pages=page_count(picked.get("pages")),
+            received_at=parse_time(picked.get("time")),
             download_url=url,
             raw=fields,
         )
@@ -845,15 +641,15 @@ class PrimeVoxProvider(Provider):
     def parse_status_webhook(cls, headers: dict[str, str], body: bytes) -> StatusEvent:
         """The outgoing-status webhook (JSON, the status call's answer plus the fax's id)."""
         fields, _ = _body_fields(headers, body, prefer_json=True)
-        flat = _flatten(fields)
-        job_id = _pick(flat, JOB_ID_NAMES)
-        if job_id is None or not _id_text(job_id):
+        flat = flatten(fields)
+        job_id = pick(flat, JOB_ID_NAMES)
+        if job_id is None or not id_text(job_id):
             raise WebhookError(
                 "status webhook names no fax id (fields: " + ", ".join(sorted(fields)) + ")"
             )
-        value = _pick(flat, STATUS_NAMES)
+        value = pick(flat, STATUS_NAMES)
         error = _error_text(flat)
-        detail = _pick(flat, DETAIL_NAMES)
+        detail = pick(flat, DETAIL_NAMES)
         if value is None:
             if error is None:
                 raise WebhookError(
@@ -863,16 +659,16 @@ class PrimeVoxProvider(Provider):
             status = JobStatus(JobState.UNKNOWN, str(error), str(error), raw=fields)
         else:
             status = job_status(str(value), fields, "" if detail is None else str(detail))
-        return StatusEvent(job_id=_id_text(job_id), status=status, raw=fields)
+        return StatusEvent(job_id=id_text(job_id), status=status, raw=fields)
 
 
-PROVIDER = PrimeVoxProvider
+PROVIDER = PrimeVoxClient
 
 __all__ = [
     "ERROR",
     "PROVIDER",
     "STATUS",
-    "PrimeVoxProvider",
+    "PrimeVoxClient",
     "error_kind",
     "job_status",
 ]

@@ -23,10 +23,11 @@ UCX sends no webhooks: outbound jobs are polled, received faxes are found by lis
 
 Assumptions beyond the docs (each kept tolerant; raw fields are always kept):
 
-- Job states are HylaFAX's (Pending, Suspended, Blocked, Ready, Sleeping, Active, Done,
-  Failed; ``Waiting``/``Running`` accepted as synonyms). Any other word is ``UNKNOWN`` (still in
-  progress), logged once. Why a job failed is read from ``status_text`` (HylaFAX's wording:
-  "Busy signal detected", "No answer from remote", …); "Job aborted by request" is a cancel.
+- Job states are HylaFAX's (``STATUS``: Pending, Suspended, Blocked, Ready, Sleeping, Active,
+  Done, Failed; ``Waiting``/``Running`` accepted as synonyms). Any other word is ``UNKNOWN``
+  (still in progress), logged once. Why a job failed is read from ``status_text`` (``CAUSE``,
+  in HylaFAX's wording: "Busy signal detected", "No answer from remote", …); "Job aborted by
+  request" is a cancel.
 - HylaFAX redials busy and unanswered numbers itself; ``provider_retried`` is set when
   ``attempts`` (or ``totdials``) is above 1, so faxrelay does not redial on top of it.
 - Once a job leaves the HylaFAX queue, ``jobstatus`` no longer knows it (a 404 or an error
@@ -45,7 +46,8 @@ Assumptions beyond the docs (each kept tolerant; raw fields are always kept):
   received fax on the UCX (point one account per UCX at inbound faxes). Failed receptions with
   no pages are skipped (there is no file to fetch). Received faxes are kept until deleted.
 - Error messages other than "Authentication failed" and "Job not found" are not published;
-  the ERROR table reads a few likely ones and otherwise goes by the HTTP status.
+  the ``ERROR`` table reads a few likely ones and otherwise goes by the HTTP status
+  (``ERROR_STATUS``).
 - A submit whose answer is unreadable (a 2xx that is not JSON, a 500/502/504 page, or a
   "Success" without ``job_id``) may have queued a job: it raises OutcomeUnknownError.
 """
@@ -57,14 +59,14 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import IO, Any, ClassVar
 
 import httpx
 
 from config.settings import Account
-from worker.providers._http import http_error, json_object, send, snippet, stream_to
+from worker.providers._http import http_error, json_dict, json_object, send, snippet, stream_to
 from worker.providers.base import (
     BadDestinationError,
     Capabilities,
@@ -82,9 +84,20 @@ from worker.providers.base import (
     SubmitResult,
     kind_for_http_status,
 )
+from worker.providers.fields import (
+    UnknownWords,
+    digits,
+    page_count,
+    parse_time,
+    status_word,
+    text,
+    whole_number,
+    without_formatting,
+)
 
 log = logging.getLogger(__name__)
 
+NAME = "ucx"
 API_PATH = "/restv1/efax"
 PAGE_SIZE = 200  # records per recordsget call
 PAGE_SLACK = 20  # extra records asked on the newest page, for records added meanwhile
@@ -106,7 +119,7 @@ STATUS: dict[str, JobState] = {
 }
 
 # status_text fragments (lower case) -> why a job failed; first match wins.
-CAUSES: tuple[tuple[str, FailureCause], ...] = (
+CAUSE: tuple[tuple[str, FailureCause], ...] = (
     ("busy", FailureCause.BUSY),
     ("no answer", FailureCause.NO_ANSWER),
     ("ringback", FailureCause.NO_ANSWER),
@@ -125,7 +138,7 @@ CAUSES: tuple[tuple[str, FailureCause], ...] = (
 CANCELLED_TEXTS = ("aborted by request", "removed", "cancelled", "canceled")
 
 # Error message fragments (lower case) -> kind; first match wins.
-ERROR_MESSAGES: tuple[tuple[str, ErrorKind], ...] = (
+ERROR: tuple[tuple[str, ErrorKind], ...] = (
     ("authentication failed", ErrorKind.AUTH),
     ("unauthorized", ErrorKind.AUTH),
     ("license", ErrorKind.AUTH),  # API licence missing or expired
@@ -136,7 +149,7 @@ ERROR_MESSAGES: tuple[tuple[str, ErrorKind], ...] = (
     ("try again", ErrorKind.TRANSIENT),
 )
 
-# HTTP status -> kind, where the body names nothing in ERROR_MESSAGES (documented: 400, 401,
+# HTTP status -> kind, where the body names nothing in ERROR (documented: 400, 401,
 # 404, 500; the others are what proxies in front of a UCX answer).
 ERROR_STATUS: dict[int, ErrorKind] = {
     400: ErrorKind.PERMANENT,
@@ -150,21 +163,18 @@ ERROR_STATUS: dict[int, ErrorKind] = {
 }
 
 # A submit answered with one of these and no readable JSON may still have queued the job.
-SUBMIT_UNKNOWN_STATUSES = frozenset({500, 502, 504})
+SUBMIT_OUTCOME_UNKNOWN_HTTP = frozenset({500, 502, 504})
 
 _DIGITS = re.compile(r"^[0-9]{3,20}$")
-_FORMATTING = re.compile(r"[+\s\-.()\[\]]")
-
 _JOB_PREFIX = re.compile(r"^(TX|RX)")
 
-_unknown_words: set[str] = set()
-_unknown_lock = threading.Lock()
+UNKNOWN_WORDS = UnknownWords(log, NAME)
 
 
 def error_kind(message: str, http_status: int) -> ErrorKind:
     """The kind of a UCX error from its message, else from its HTTP status."""
     lowered = message.lower()
-    for fragment, kind in ERROR_MESSAGES:
+    for fragment, kind in ERROR:
         if fragment in lowered:
             return kind
     if http_status in ERROR_STATUS:
@@ -176,7 +186,7 @@ def error_kind(message: str, http_status: int) -> ErrorKind:
 
 def failure_cause(status_text: str) -> FailureCause:
     lowered = status_text.lower()
-    for fragment, cause in CAUSES:
+    for fragment, cause in CAUSE:
         if fragment in lowered:
             return cause
     return FailureCause.OTHER
@@ -184,45 +194,11 @@ def failure_cause(status_text: str) -> FailureCause:
 
 def job_state(word: str) -> JobState:
     """The JobState of a HylaFAX state word; UNKNOWN (logged once per word) when not known."""
-    state = STATUS.get(word.strip().lower())
+    state = STATUS.get(status_word(word))
     if state is not None:
         return state
-    with _unknown_lock:
-        first = word not in _unknown_words
-        _unknown_words.add(word)
-    if first:
-        log.warning("ucx: unknown job state %r, treated as still in progress", word)
+    UNKNOWN_WORDS.note(word)
     return JobState.UNKNOWN
-
-
-def parse_time(value: object) -> datetime | None:
-    """A UCX time: Unix timestamp (number or digits) or 'YYYY-MM-DD HH:MM:SS' in UTC."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), UTC)
-    text = str(value).strip()
-    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
-        return datetime.fromtimestamp(float(text), UTC)
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    text = str(value).strip() if value is not None else ""
-    return int(text) if text.isdigit() else None
-
-
-def _digits(value: object) -> str:
-    return re.sub(r"[^0-9]", "", str(value or ""))
 
 
 def _same_job(a: object, b: str) -> bool:
@@ -237,43 +213,36 @@ def _same_job(a: object, b: str) -> bool:
     return one_is_bare and bare_left == bare_right
 
 
-def _text(value: object) -> str:
-    """A 'status' item: a string or a list of lines."""
-    if isinstance(value, list):
-        return "; ".join(str(line) for line in value)
-    return "" if value is None else str(value)
-
-
-def to_job_status(item: dict[str, Any]) -> JobStatus:
+def job_status(item: dict[str, Any]) -> JobStatus:
     """A JobStatus from a jobstatus ``status`` object, an activejobs job or a TX record."""
     word = str(item.get("state") or "").strip()
-    text = str(item.get("status_text") or "").strip()
+    status_text = str(item.get("status_text") or "").strip()
     state = job_state(word)
     cause: FailureCause | None = None
     if state is JobState.FAILED:
-        if any(fragment in text.lower() for fragment in CANCELLED_TEXTS):
+        if any(fragment in status_text.lower() for fragment in CANCELLED_TEXTS):
             state = JobState.CANCELLED
         else:
-            cause = failure_cause(text)
+            cause = failure_cause(status_text)
     tries = max(
-        _int(item.get("attempts")) or 0,
-        _int(item.get("totdials")) or 0,
+        whole_number(item.get("attempts")) or 0,
+        whole_number(item.get("totdials")) or 0,
     )
     return JobStatus(
         state=state,
         raw_status=word,
-        detail=text,
+        detail=status_text,
         cause=cause,
         provider_retried=tries > 1,
-        pages=_int(item.get("sent_pages")),
+        pages=page_count(item.get("sent_pages")),
         raw=dict(item),
     )
 
 
-class UcxProvider(Provider):
+class UcxClient(Provider):
     """A client for one UCX system and one of its virtual faxes (``fax_id``)."""
 
-    name: ClassVar[str] = "ucx"
+    name: ClassVar[str] = NAME
     capabilities: ClassVar[Capabilities] = Capabilities(
         track=True,
         cancel=True,
@@ -301,7 +270,7 @@ class UcxProvider(Provider):
     @classmethod
     def normalize_destination(cls, number: str) -> str:
         """The dialing string: digits only, as the docs show (``14695550101``)."""
-        stripped = _FORMATTING.sub("", number or "")
+        stripped = without_formatting(number)
         if not stripped:
             raise BadDestinationError(cls.name, "normalize", "the destination number is empty")
         if not stripped.isdigit():
@@ -364,36 +333,26 @@ class UcxProvider(Provider):
     def _headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 
-    @staticmethod
-    def _json_dict(response: httpx.Response) -> dict[str, Any] | None:
-        try:
-            data = response.json()
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
-
     def _refused(self, response: httpx.Response) -> bool:
         """Did the UCX refuse the token (HTTP 401, or an 'Authentication failed' answer)?"""
         if response.status_code == 401:
             return True
-        data = self._json_dict(response)
+        data = json_dict(response)
         if data is None or str(data.get("result", "")).lower() == "success":
             return False
-        message = _text(data.get("message") or data.get("status"))
+        message = text(data.get("message") or data.get("status"))
         return bool(message) and error_kind(message, response.status_code) is ErrorKind.AUTH
 
     def _answer(self, operation: str, response: httpx.Response) -> dict[str, Any]:
         """The JSON answer of a successful call; the provider's error otherwise."""
-        data = self._json_dict(response)
+        data = json_dict(response)
         status = response.status_code
         if data is not None:
             result = str(data.get("result", "")).strip().lower()
             if result == "success" and status < 300:
                 return data
             if result or "message" in data:
-                message = _text(data.get("message") or data.get("status")) or str(
-                    data.get("result")
-                )
+                message = text(data.get("message") or data.get("status")) or str(data.get("result"))
                 raise self.error(error_kind(message, status), operation, message, status)
         if status >= 300:
             raise http_error(self.name, operation, response)
@@ -477,8 +436,8 @@ class UcxProvider(Provider):
 
         response = self._call(operation, request, idempotent=False, before_retry=rewind)
         status = response.status_code
-        data = self._json_dict(response)
-        if data is None and (200 <= status < 300 or status in SUBMIT_UNKNOWN_STATUSES):
+        data = json_dict(response)
+        if data is None and (200 <= status < 300 or status in SUBMIT_OUTCOME_UNKNOWN_HTTP):
             raise OutcomeUnknownError(
                 self.name,
                 operation,
@@ -512,14 +471,14 @@ class UcxProvider(Provider):
         """jobstatus while the job is queued; afterwards activejobs TX, then recordsget TX."""
         item = self.jobstatus(job_id)
         if item is not None:
-            return to_job_status(item)
+            return job_status(item)
         for job in self.activejobs("TX"):
             if _same_job(job.get("jobid"), job_id):
-                return to_job_status(job)
+                return job_status(job)
         since = submitted_at.timestamp() - CLOCK_SKEW if submitted_at else None
         for record in self._walk_records("TX", since):
             if _same_job(record.get("jobid"), job_id):
-                return to_job_status(record)
+                return job_status(record)
         return JobStatus(
             state=JobState.UNKNOWN,
             raw_status="",
@@ -534,7 +493,7 @@ class UcxProvider(Provider):
 
         def consider(item: dict[str, Any], number_field: str) -> None:
             job_id = str(item.get("jobid") or "").strip()
-            if not job_id or job_id in found or _digits(item.get(number_field)) != target:
+            if not job_id or job_id in found or digits(item.get(number_field)) != target:
                 return
             when = parse_time(item.get("time"))
             if when is not None and when.timestamp() < cutoff:
@@ -553,9 +512,9 @@ class UcxProvider(Provider):
     def cancel(self, job_id: str) -> None:
         """JobCancel; ProviderPermanentError when the job can no longer be cancelled."""
         data = self._put("jobcancel", {"job_id": job_id})
-        text = _text(data.get("status")).lower()
-        if "not removed" in text or "cannot" in text or "failed" in text:
-            raise self.error(ErrorKind.PERMANENT, "jobcancel", _text(data.get("status")), 200)
+        words = text(data.get("status")).lower()
+        if "not removed" in words or "cannot" in words or "failed" in words:
+            raise self.error(ErrorKind.PERMANENT, "jobcancel", text(data.get("status")), 200)
 
     # --- inbound ----------------------------------------------------------------
     def download(self, fax: InboundFax, sink: IO[bytes], max_bytes: int) -> int:
@@ -606,7 +565,7 @@ class UcxProvider(Provider):
             received = parse_time(record.get("time"))
             if received is not None and received.timestamp() < cutoff:
                 continue
-            pages = _int(record.get("sent_pages"))
+            pages = page_count(record.get("sent_pages"))
             if job_state(str(record.get("state") or "")) is JobState.FAILED and not pages:
                 continue  # a failed reception: no file
             faxes.append(
@@ -646,7 +605,7 @@ class UcxProvider(Provider):
     def recordcount(self, kind: str = "TX") -> int:
         """RecordCount: completed jobs stored, ``TX`` (sent through this API) or ``RX``."""
         data = self._get("recordcount", {"type": kind})
-        count = _int(data.get("count"))
+        count = whole_number(data.get("count"))
         if count is None:
             raise self.error(
                 ErrorKind.TRANSIENT, "recordcount", f"count is not a number: {data.get('count')!r}"
@@ -666,7 +625,7 @@ class UcxProvider(Provider):
 
     def recorddelete(self, job_id: str) -> str:
         """RecordDelete: the record and its file; returns the UCX's words."""
-        return _text(self._put("recorddelete", {"job_id": job_id}).get("status"))
+        return text(self._put("recorddelete", {"job_id": job_id}).get("status"))
 
     def check(self) -> dict[str, Any]:
         """Token, FaxList and FaxUsage; fails when the account's fax_id is not a virtual fax."""
@@ -724,7 +683,7 @@ def _items(operation: str, data: dict[str, Any], key: str) -> list[dict[str, Any
     if items is None:
         return []
     if not isinstance(items, list):
-        raise ProviderTransientError("ucx", operation, f"{key} is not a list: {str(items)[:200]}")
+        raise ProviderTransientError(NAME, operation, f"{key} is not a list: {str(items)[:200]}")
     return [item for item in items if isinstance(item, dict)]
 
 
@@ -732,4 +691,4 @@ def _not_found(exc: ProviderError) -> bool:
     return exc.http_status == 404 or "not found" in exc.provider_message.lower()
 
 
-PROVIDER = UcxProvider
+PROVIDER = UcxClient

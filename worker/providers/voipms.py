@@ -4,14 +4,16 @@ What the provider offers (``provider-docs/voipms.txt`` and the README beside it)
 
 - One endpoint, ``{base}/api/v1/rest.php``, parameters ``api_username``, ``api_password``,
   ``method`` plus the method's own. Every answer is JSON whose ``status`` is ``"success"`` or an
-  error code (see ``ERRORS``); ``no_message`` means an empty list.
+  error code (see ``ERROR``); ``no_message`` means an empty list.
 - ``sendFaxMessage`` (urlencoded POST, the file in base64) answers only ``{"status":"success"}``:
   no fax id. ``SubmitResult.job_id`` is therefore ``''``; the outgoing fax is found again in
   ``getFaxMessages`` folder ``SENT`` by its destination and time (``status``, ``find_submitted``).
 - Received faxes: ``getFaxMessages`` folder ``INBOX`` (dates ``YYYY-MM-DD``, ranges of at most 92
   days: longer ranges are split), ``getFaxMessagePDF`` (the PDF in base64 inside JSON),
   ``deleteFaxMessage``; the ``url_callback`` POST on receipt (``parse_inbound_webhook``).
-- The numbers, folders, email-to-fax and ordering methods, as plain client methods for operators.
+- ``getFaxNumbersInfo`` and ``getFaxFolders`` prove the credentials (``check``). The other
+  documented methods (folders, moving and mailing messages, number settings and ordering,
+  email-to-fax) manage the account; faxrelay does not use them.
 
 Assumptions beyond the docs (kept in one place so they can be corrected):
 
@@ -21,7 +23,7 @@ Assumptions beyond the docs (kept in one place so they can be corrected):
   between ``MATCH_BEFORE`` before and ``MATCH_AFTER`` after the submit; the closest one wins.
   Until it is listed, the job reads as queued (``UNKNOWN`` after ``NOT_LISTED_GRACE``).
 - Only ``SUCCESS`` is a documented status word; the rest of ``STATUS`` is a best guess, and a
-  failure's cause is also read from the ``msg`` member (busy, no answer, bad number).
+  failure's cause is also read from the ``msg`` member (busy, no answer, bad number: ``CAUSE``).
 - The ``url_callback`` body is not published: urlencoded, multipart or JSON are accepted, field
   names are matched loosely (``ID_FIELDS`` …), and every field is kept raw.
 - Destinations are North American numbers written as the docs write them: ten digits.
@@ -38,15 +40,14 @@ import io
 import json
 import logging
 import re
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import IO, Any, ClassVar
 
 import httpx
 
-from worker.providers._http import http_error, json_object, send, snippet, stream_to
+from worker.fastpath.forms import parse_form
+from worker.providers._http import http_error, json_dict, json_object, send, snippet, stream_to
 from worker.providers.base import (
     BadDestinationError,
     Capabilities,
@@ -66,6 +67,20 @@ from worker.providers.base import (
     WebhookError,
     content_id,
 )
+from worker.providers.fields import (
+    Part,
+    UnknownWords,
+    digits,
+    field_key,
+    header,
+    keyed,
+    page_count,
+    parse_multipart,
+    parse_time,
+    pick_keyed,
+    status_word,
+    without_formatting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,44 +88,44 @@ NAME = "voipms"
 PATH = "/api/v1/rest.php"
 
 # --- status table ----------------------------------------------------------------------------
-# getFaxMessages ``status`` word (upper case, ``_``/``-`` read as spaces) -> state and cause.
+# getFaxMessages ``status`` word (as ``fields.status_word`` spells it) -> state and cause.
 # Only SUCCESS is documented; the others are the words a fax platform commonly uses.
 STATUS: dict[str, tuple[JobState, FailureCause | None]] = {
-    "SUCCESS": (JobState.DELIVERED, None),
-    "SUCCESSFUL": (JobState.DELIVERED, None),
-    "SENT": (JobState.DELIVERED, None),
-    "DELIVERED": (JobState.DELIVERED, None),
-    "COMPLETED": (JobState.DELIVERED, None),
-    "OK": (JobState.DELIVERED, None),
-    "QUEUED": (JobState.QUEUED, None),
-    "PENDING": (JobState.QUEUED, None),
-    "WAITING": (JobState.QUEUED, None),
-    "SCHEDULED": (JobState.QUEUED, None),
-    "SENDING": (JobState.SENDING, None),
-    "IN PROGRESS": (JobState.SENDING, None),
-    "PROCESSING": (JobState.SENDING, None),
-    "DIALING": (JobState.SENDING, None),
-    "TRANSMITTING": (JobState.SENDING, None),
-    "RETRYING": (JobState.SENDING, None),
-    "RETRY": (JobState.SENDING, None),
-    "FAILED": (JobState.FAILED, None),
-    "FAILURE": (JobState.FAILED, None),
-    "FAIL": (JobState.FAILED, None),
-    "ERROR": (JobState.FAILED, None),
-    "BUSY": (JobState.FAILED, FailureCause.BUSY),
-    "NO ANSWER": (JobState.FAILED, FailureCause.NO_ANSWER),
-    "NOANSWER": (JobState.FAILED, FailureCause.NO_ANSWER),
-    "NO CARRIER": (JobState.FAILED, FailureCause.NO_ANSWER),
-    "INVALID NUMBER": (JobState.FAILED, FailureCause.BAD_NUMBER),
-    "BAD NUMBER": (JobState.FAILED, FailureCause.BAD_NUMBER),
-    "INVALID DESTINATION": (JobState.FAILED, FailureCause.BAD_NUMBER),
-    "NOT IN SERVICE": (JobState.FAILED, FailureCause.BAD_NUMBER),
-    "CANCELLED": (JobState.CANCELLED, None),
-    "CANCELED": (JobState.CANCELLED, None),
+    "success": (JobState.DELIVERED, None),
+    "successful": (JobState.DELIVERED, None),
+    "sent": (JobState.DELIVERED, None),
+    "delivered": (JobState.DELIVERED, None),
+    "completed": (JobState.DELIVERED, None),
+    "ok": (JobState.DELIVERED, None),
+    "queued": (JobState.QUEUED, None),
+    "pending": (JobState.QUEUED, None),
+    "waiting": (JobState.QUEUED, None),
+    "scheduled": (JobState.QUEUED, None),
+    "sending": (JobState.SENDING, None),
+    "in progress": (JobState.SENDING, None),
+    "processing": (JobState.SENDING, None),
+    "dialing": (JobState.SENDING, None),
+    "transmitting": (JobState.SENDING, None),
+    "retrying": (JobState.SENDING, None),
+    "retry": (JobState.SENDING, None),
+    "failed": (JobState.FAILED, None),
+    "failure": (JobState.FAILED, None),
+    "fail": (JobState.FAILED, None),
+    "error": (JobState.FAILED, None),
+    "busy": (JobState.FAILED, FailureCause.BUSY),
+    "no answer": (JobState.FAILED, FailureCause.NO_ANSWER),
+    "noanswer": (JobState.FAILED, FailureCause.NO_ANSWER),
+    "no carrier": (JobState.FAILED, FailureCause.NO_ANSWER),
+    "invalid number": (JobState.FAILED, FailureCause.BAD_NUMBER),
+    "bad number": (JobState.FAILED, FailureCause.BAD_NUMBER),
+    "invalid destination": (JobState.FAILED, FailureCause.BAD_NUMBER),
+    "not in service": (JobState.FAILED, FailureCause.BAD_NUMBER),
+    "cancelled": (JobState.CANCELLED, None),
+    "canceled": (JobState.CANCELLED, None),
 }
 
 # A failed fax's ``msg`` (or status word) says why: first match wins.
-CAUSE_PATTERNS: tuple[tuple[re.Pattern[str], FailureCause], ...] = (
+CAUSE: tuple[tuple[re.Pattern[str], FailureCause], ...] = (
     (re.compile(r"\bbusy\b", re.I), FailureCause.BUSY),
     (re.compile(r"no[ _-]?answer|not answer|no response|no carrier|timed? ?out", re.I),
      FailureCause.NO_ANSWER),
@@ -122,7 +137,7 @@ CAUSE_PATTERNS: tuple[tuple[re.Pattern[str], FailureCause], ...] = (
 
 # --- error table -----------------------------------------------------------------------------
 # voip.ms ``status`` code -> kind. Unknown codes are permanent.
-ERRORS: dict[str, ErrorKind] = {
+ERROR: dict[str, ErrorKind] = {
     "invalid_credentials": ErrorKind.AUTH,
     "missing_credentials": ErrorKind.AUTH,
     "ip_not_enabled": ErrorKind.AUTH,
@@ -177,7 +192,7 @@ MATCH_BEFORE = timedelta(minutes=10)  # clock skew between us and voip.ms
 MATCH_AFTER = timedelta(hours=24)  # a SENT fax may be dated when it finished, after retries
 NOT_LISTED_GRACE = timedelta(hours=1)  # after this, a fax still not in SENT reads UNKNOWN
 
-# --- webhook field names (compared lower case, without punctuation) -------------------------
+# --- webhook field names (compared as ``fields.field_key`` spells them) ---------------------
 ID_FIELDS = ("id", "faxid", "faxmessageid", "messageid", "msgid", "faxmsgid", "uniqueid")
 FROM_FIELDS = ("from", "callerid", "fromnumber", "caller", "sender", "cid", "src")
 TO_FIELDS = ("to", "destination", "did", "tonumber", "faxnumber", "dst", "number")
@@ -185,12 +200,10 @@ PAGES_FIELDS = ("pages", "pagecount", "numpages", "totalpages")
 DATE_FIELDS = ("date", "receivedat", "received", "datetime", "timestamp", "time")
 PDF_FIELDS = ("pdf", "file", "fax", "attachment", "document", "faxfile", "messagebase64", "base64")
 
-_DESTINATION_JUNK = re.compile(r"[\s\-.()\[\]+]")
 _NANP = re.compile(r"^[2-9]\d{2}[2-9]\d{6}$")
 _CALLERID = re.compile(r"^\s*(?P<name>.*?)\s*<\s*(?P<number>[^<>]*?)\s*>\s*$")
-_PARAM = re.compile(r';\s*([\w.*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))')
 
-_unknown_words: set[str] = set()
+UNKNOWN_WORDS = UnknownWords(log, NAME)
 
 
 def parse_callerid(value: str) -> tuple[str, str]:
@@ -200,25 +213,42 @@ def parse_callerid(value: str) -> tuple[str, str]:
         name, number = match.group("name").strip().strip('"').strip(), match.group("number")
     else:
         name, number = "", value or ""
-    digits = re.sub(r"\D", "", number)
-    return name, digits or number.strip()
+    return name, digits(number) or number.strip()
 
 
-def _digits(number: str) -> str:
+def _ten_digits(number: str) -> str:
     """A number as ten digits where it is a North American one (leading 1 dropped)."""
-    digits = re.sub(r"\D", "", number or "")
-    return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
-
-
-def _word(value: object) -> str:
-    return " ".join(re.sub(r"[_-]", " ", str(value or "")).upper().split())
+    found = digits(number)
+    return found[1:] if len(found) == 11 and found.startswith("1") else found
 
 
 def _cause_from(text: str) -> FailureCause | None:
-    for pattern, cause in CAUSE_PATTERNS:
+    for pattern, cause in CAUSE:
         if pattern.search(text):
             return cause
     return None
+
+
+def job_status(fax: Mapping[str, Any]) -> JobStatus:
+    """A getFaxMessages entry read as a job status (state, cause, pages, the raw fields)."""
+    raw_word = str(fax.get("status", "") or "")
+    detail = str(fax.get("msg", "") or "").strip()
+    known = STATUS.get(status_word(raw_word))
+    if known is None:
+        UNKNOWN_WORDS.note(raw_word)
+        state, cause = JobState.UNKNOWN, None
+    else:
+        state, cause = known
+    if state is JobState.FAILED and cause is None:
+        cause = _cause_from(detail)
+    return JobStatus(
+        state=state,
+        raw_status=raw_word,
+        detail=detail,
+        cause=cause,
+        pages=page_count(fax.get("pages")),
+        raw=dict(fax),
+    )
 
 
 def _utc(moment: datetime) -> datetime:
@@ -227,24 +257,7 @@ def _utc(moment: datetime) -> datetime:
 
 def parse_date(value: object) -> datetime | None:
     """A voip.ms date (``2016-01-01 00:00:00``, read in DATE_ZONE), ISO 8601 or epoch seconds."""
-    text = str(value or "").strip()
-    if not text:
-        return None
-    if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
-        return datetime.fromtimestamp(float(text), UTC)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=DATE_ZONE)
-    return parsed.astimezone(UTC)
-
-
-def _int(value: object) -> int | None:
-    """A page count: ASCII digits (``isdigit`` alone also takes ``²``) that fit in a record."""
-    text = str(value).strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+    return parse_time(value, DATE_ZONE)
 
 
 def _items(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
@@ -268,15 +281,7 @@ def date_ranges(start: date, end: date, span: int = MAX_RANGE_DAYS) -> list[tupl
     return ranges
 
 
-@dataclass(frozen=True)
-class _Part:
-    name: str
-    filename: str | None
-    content_type: str
-    data: bytes
-
-
-class VoipMs(Provider):
+class VoipMsClient(Provider):
     """Client for one voip.ms account; every request passes ``timeout=self.timeout``."""
 
     name: ClassVar[str] = NAME
@@ -300,25 +305,19 @@ class VoipMs(Provider):
         return f"{self.base_url}{PATH}"
 
     # --- plumbing ---------------------------------------------------------------------------
-    def _fields(self, method: str, params: Mapping[str, object]) -> dict[str, str]:
+    def _fields(self, method: str, params: Mapping[str, str | None]) -> dict[str, str]:
         fields = {
             "api_username": self.account.secret("api_username"),
             "api_password": self.account.secret("api_password"),
             "method": method,
         }
-        for key, value in params.items():
-            if value is None or value == "":
-                continue
-            if isinstance(value, bool):
-                fields[key] = "1" if value else "0"
-            else:
-                fields[key] = str(value)
+        fields.update({key: value for key, value in params.items() if value})
         return fields
 
     def call(
         self,
         method: str,
-        params: Mapping[str, object] | None = None,
+        params: Mapping[str, str | None] | None = None,
         *,
         operation: str = "",
         post: bool = False,
@@ -326,7 +325,7 @@ class VoipMs(Provider):
     ) -> dict[str, Any]:
         """Call any voip.ms method; the answer's JSON object once its status is success.
 
-        ``None``/``''`` parameters are left out, booleans go as ``1``/``0``. An answer whose
+        ``None``/``''`` parameters are left out. An answer whose
         status is in ``EMPTY_CODES`` is returned as it is (the caller reads an empty list).
         """
         operation = operation or method
@@ -353,15 +352,12 @@ class VoipMs(Provider):
         With ``outcome_unknown`` (a call that is not safe to repeat) an answer that shows the
         request reached voip.ms but says nothing readable raises OutcomeUnknownError.
         """
-        try:
-            data = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("status"), str):
+        data = json_dict(response)
+        if data is not None and isinstance(data.get("status"), str):
             code = data["status"].strip()
             if code == "success" or code in EMPTY_CODES:
                 return data
-            kind = ERRORS.get(code)
+            kind = ERROR.get(code)
             if kind is None:
                 kind = ErrorKind.PERMANENT
                 if response.status_code >= 400:
@@ -401,7 +397,7 @@ class VoipMs(Provider):
     @classmethod
     def normalize_destination(cls, number: str) -> str:
         """Ten digits, as the docs write numbers (``5552341234``); a leading 1 is dropped."""
-        cleaned = _DESTINATION_JUNK.sub("", number or "")
+        cleaned = without_formatting(number)
         if not cleaned:
             raise BadDestinationError(cls.name, "normalize_destination", "no number given")
         if not cleaned.isdigit():
@@ -433,9 +429,9 @@ class VoipMs(Provider):
     def submit(self, document: OutgoingDocument, to: str) -> SubmitResult:
         """sendFaxMessage. Never retried here: a lost answer raises OutcomeUnknownError."""
         to_number = self.normalize_destination(to)
-        from_number = _digits(self.account.secret("from_number"))
+        from_number = _ten_digits(self.account.secret("from_number"))
         content = document.stream.read()
-        params: dict[str, object] = {
+        params: dict[str, str | None] = {
             "to_number": to_number,
             "from_name": self.account.secret("from_name") or from_number,
             "from_number": from_number,
@@ -463,7 +459,7 @@ class VoipMs(Provider):
                 raw_status="",
                 detail=f"no fax to {destination} listed in SENT yet",
             )
-        return self.sent_fax_status(match)
+        return job_status(match)
 
     def find_submitted(self, to: str, since: datetime) -> SubmitResult | None:
         """The SENT fax to ``to`` dated closest to ``since`` (not before it), or None."""
@@ -484,7 +480,7 @@ class VoipMs(Provider):
         )
         found = []
         for fax in faxes:
-            if _digits(str(fax.get("destination", ""))) != destination:
+            if _ten_digits(str(fax.get("destination", ""))) != destination:
                 continue
             if anchor is not None:
                 when = parse_date(fax.get("date"))
@@ -507,63 +503,21 @@ class VoipMs(Provider):
 
         return min(faxes, key=distance)
 
-    @classmethod
-    def sent_fax_status(cls, fax: Mapping[str, Any]) -> JobStatus:
-        """A getFaxMessages entry read as a job status (state, cause, pages, the raw fields)."""
-        raw_word = str(fax.get("status", "") or "")
-        word = _word(raw_word)
-        detail = str(fax.get("msg", "") or "").strip()
-        known = STATUS.get(word)
-        if known is None:
-            if word not in _unknown_words:
-                _unknown_words.add(word)
-                log.warning("voipms: unknown fax status word %r (treated as in progress)", raw_word)
-            state, cause = JobState.UNKNOWN, None
-        else:
-            state, cause = known
-        if state is JobState.FAILED and cause is None:
-            cause = _cause_from(detail)
-        return JobStatus(
-            state=state,
-            raw_status=raw_word,
-            detail=detail,
-            cause=cause,
-            pages=_int(fax.get("pages")),
-            raw=dict(fax),
-        )
-
     # --- inbound ----------------------------------------------------------------------------
     def fax_messages(
-        self,
-        folder: str = "",
-        start: date | None = None,
-        end: date | None = None,
-        message_id: str = "",
-        *,
-        operation: str = "getFaxMessages",
+        self, folder: str, start: date, end: date, *, operation: str = "getFaxMessages"
     ) -> list[dict[str, Any]]:
-        """getFaxMessages over ``start``..``end`` (split into ≤ 92-day calls), oldest first.
-
-        No dates: voip.ms's default (today). ``no_message`` is an empty list.
-        """
-        if start is None and end is None:
-            ranges: list[tuple[date | None, date | None]] = [(None, None)]
-        else:
-            first = start or end or datetime.now(UTC).date()
-            last = end or datetime.now(UTC).date()
-            if first > last:
-                first, last = last, first
-            ranges = list(date_ranges(first, last))
+        """getFaxMessages of ``folder`` over ``start``..``end`` (split into ≤ 92-day calls),
+        oldest first. ``no_message`` is an empty list."""
         seen: dict[str, dict[str, Any]] = {}
         anonymous: list[dict[str, Any]] = []
-        for range_start, range_end in ranges:
+        for range_start, range_end in date_ranges(min(start, end), max(start, end)):
             data = self.call(
                 "getFaxMessages",
                 {
-                    "from": range_start.isoformat() if range_start else None,
-                    "to": range_end.isoformat() if range_end else None,
+                    "from": range_start.isoformat(),
+                    "to": range_end.isoformat(),
                     "folder": folder,
-                    "id": message_id,
                 },
                 operation=operation,
             )
@@ -585,8 +539,8 @@ class VoipMs(Provider):
         return InboundFax(
             provider_fax_id=str(fields.get("id", "")),
             from_number=from_number,
-            to_number=_digits(str(fields.get("destination", "") or "")),
-            pages=_int(fields.get("pages")),
+            to_number=_ten_digits(str(fields.get("destination", "") or "")),
+            pages=page_count(fields.get("pages")),
             received_at=parse_date(fields.get("date")),
             raw=dict(fields),
         )
@@ -666,13 +620,13 @@ class VoipMs(Provider):
                 raise
             log.info("voipms: fax %s was already gone when deleted", fax.provider_fax_id)
 
-    # --- operator calls ---------------------------------------------------------------------
+    # --- operator checks (faxrelay accounts check) -------------------------------------------
     def check(self) -> dict[str, Any]:
         """getFaxNumbersInfo and getFaxFolders: credentials work, from_number is ours."""
         numbers = self.fax_numbers()
         folders = self.fax_folders()
-        dids = [_digits(str(n.get("did", ""))) for n in numbers]
-        from_number = _digits(self.account.secret("from_number"))
+        dids = [_ten_digits(str(n.get("did", ""))) for n in numbers]
+        from_number = _ten_digits(self.account.secret("from_number"))
         listed = from_number in dids
         result: dict[str, Any] = {
             "ok": listed,
@@ -685,221 +639,13 @@ class VoipMs(Provider):
             result["problem"] = f"from_number {from_number} is not a fax number of this account"
         return result
 
-    def fax_numbers(self, did: str = "") -> list[dict[str, Any]]:
-        """getFaxNumbersInfo: all the account's fax numbers, or one."""
-        return _items(self.call("getFaxNumbersInfo", {"did": _digits(did)}), "numbers")
+    def fax_numbers(self) -> list[dict[str, Any]]:
+        """getFaxNumbersInfo: the account's fax numbers."""
+        return _items(self.call("getFaxNumbersInfo"), "numbers")
 
     def fax_folders(self) -> list[dict[str, Any]]:
         """getFaxFolders."""
         return _items(self.call("getFaxFolders"), "folders")
-
-    def set_fax_folder(self, name: str, folder_id: str = "", *, test: bool = False) -> None:
-        """setFaxFolder: create a folder, or rename one (``folder_id``)."""
-        self.call(
-            "setFaxFolder",
-            {"name": name, "id": folder_id, "test": _test(test)},
-            idempotent=bool(folder_id) or test,
-        )
-
-    def delete_fax_folder(self, folder_id: str, *, test: bool = False) -> None:
-        """delFaxFolder."""
-        self.call("delFaxFolder", {"id": folder_id, "test": _test(test)})
-
-    def move_fax_message(self, fax_id: str, folder_id: str, *, test: bool = False) -> None:
-        """moveFaxMessage."""
-        self.call("moveFaxMessage", {"fax_id": fax_id, "folder_id": folder_id, "test": _test(test)})
-
-    def delete_fax_message(self, fax_id: str, *, test: bool = False) -> None:
-        """deleteFaxMessage (any folder; errors as voip.ms gives them)."""
-        self.call("deleteFaxMessage", {"id": fax_id, "test": _test(test)})
-
-    def fax_message_pdf(self, fax_id: str, max_bytes: int = 200 * 1024 * 1024) -> bytes:
-        """getFaxMessagePDF into memory (e.g. a SENT fax's document)."""
-        sink = io.BytesIO()
-        self.download(InboundFax(provider_fax_id=fax_id), sink, max_bytes)
-        return sink.getvalue()
-
-    def mail_fax_message_pdf(self, fax_id: str, email: str) -> str:
-        """mailFaxMessagePDF; returns voip.ms's ``message_status``. Not retried."""
-        data = self.call("mailFaxMessagePDF", {"id": fax_id, "email": email}, idempotent=False)
-        return str(data.get("message_status", ""))
-
-    def set_fax_number_info(
-        self,
-        did: str,
-        *,
-        email: str | None = None,
-        email_enable: bool | None = None,
-        email_attach_file: bool | None = None,
-        url_callback: str | None = None,
-        url_callback_enable: bool | None = None,
-        url_callback_retry: bool | None = None,
-        test: bool = False,
-    ) -> None:
-        """setFaxNumberInfo: e-mail and url_callback settings of a fax number."""
-        self.call(
-            "setFaxNumberInfo",
-            {
-                "did": _digits(did),
-                "email": email,
-                "email_enable": email_enable,
-                "email_attach_file": email_attach_file,
-                "url_callback": url_callback,
-                "url_callback_enable": url_callback_enable,
-                "url_callback_retry": url_callback_retry,
-                "test": _test(test),
-            },
-        )
-
-    def set_fax_number_email(
-        self,
-        did: str,
-        email: str | None = None,
-        *,
-        email_enable: bool | None = None,
-        email_attach_file: bool | None = None,
-        test: bool = False,
-    ) -> None:
-        """setFaxNumberEmail."""
-        self.call(
-            "setFaxNumberEmail",
-            {
-                "did": _digits(did),
-                "email": email,
-                "email_enable": email_enable,
-                "email_attach_file": email_attach_file,
-                "test": _test(test),
-            },
-        )
-
-    def set_fax_number_url_callback(
-        self,
-        did: str,
-        url_callback: str,
-        *,
-        enable: bool = True,
-        retry: bool = True,
-        test: bool = False,
-    ) -> None:
-        """setFaxNumberURLCallback: point a number's url_callback at faxrelay (retry until ok)."""
-        self.call(
-            "setFaxNumberURLCallback",
-            {
-                "did": _digits(did),
-                "url_callback": url_callback,
-                "url_callback_enable": enable,
-                "url_callback_retry": retry,
-                "test": _test(test),
-            },
-        )
-
-    def fax_number_portability(self, did: str) -> bool:
-        """getFaxNumbersPortability: can this number be ported to voip.ms?"""
-        data = self.call("getFaxNumbersPortability", {"did": _digits(did)})
-        return str(data.get("getFaxNumbersPortability", "")).strip().lower() in ("yes", "1", "true")
-
-    def order_fax_number(
-        self,
-        location: str,
-        quantity: int = 1,
-        *,
-        email: str | None = None,
-        email_enable: bool | None = None,
-        email_attach_file: bool | None = None,
-        url_callback: str | None = None,
-        url_callback_enable: bool | None = None,
-        url_callback_retry: bool | None = None,
-        test: bool = False,
-    ) -> list[str]:
-        """orderFaxNumber; returns the new numbers. Orders cannot be undone: never retried."""
-        data = self.call(
-            "orderFaxNumber",
-            {
-                "location": location,
-                "quantity": quantity,
-                "email": email,
-                "email_enable": email_enable,
-                "email_attach_file": email_attach_file,
-                "url_callback": url_callback,
-                "url_callback_enable": url_callback_enable,
-                "url_callback_retry": url_callback_retry,
-                "test": _test(test),
-            },
-            idempotent=test,
-        )
-        dids = data.get("dids")
-        if isinstance(dids, dict):
-            dids = list(dids.values())
-        return [str(d) for d in dids] if isinstance(dids, list) else []
-
-    def cancel_fax_number(self, number_id: str, *, test: bool = False) -> str:
-        """cancelFaxNumber; returns the cancelled number (``deleted_did``)."""
-        data = self.call("cancelFaxNumber", {"id": number_id, "test": _test(test)})
-        return str(data.get("deleted_did", ""))
-
-    def fax_states(self, state: str = "") -> list[dict[str, Any]]:
-        """getFaxStates (USA)."""
-        return _items(self.call("getFaxStates", {"state": state}), "states")
-
-    def fax_provinces(self, province: str = "") -> list[dict[str, Any]]:
-        """getFaxProvinces (Canada)."""
-        return _items(self.call("getFaxProvinces", {"province": province}), "provinces")
-
-    def fax_rate_centers_usa(self, state: str) -> list[dict[str, Any]]:
-        """getFaxRateCentersUSA: locations to order numbers from."""
-        return _items(self.call("getFaxRateCentersUSA", {"state": state}), "ratecenters")
-
-    def fax_rate_centers_can(self, province: str) -> list[dict[str, Any]]:
-        """getFaxRateCentersCAN."""
-        return _items(self.call("getFaxRateCentersCAN", {"province": province}), "ratecenters")
-
-    def search_fax_area_code_usa(self, area_code: str) -> list[dict[str, Any]]:
-        """searchFaxAreaCodeUSA."""
-        data = self.call("searchFaxAreaCodeUSA", {"area_code": area_code})
-        return _items(data, "ratecenters")
-
-    def search_fax_area_code_can(self, area_code: str) -> list[dict[str, Any]]:
-        """searchFaxAreaCodeCAN."""
-        data = self.call("searchFaxAreaCodeCAN", {"area_code": area_code})
-        return _items(data, "ratecenters")
-
-    def email_to_fax(self, config_id: str = "") -> list[dict[str, Any]]:
-        """getEmailToFax: the "Email to Fax" configurations (all, or one)."""
-        return _items(self.call("getEmailToFax", {"id": config_id}), "emailToFax")
-
-    def set_email_to_fax(
-        self,
-        auth_email: str,
-        from_number_id: str,
-        security_code: str,
-        *,
-        enabled: bool = True,
-        security_code_enabled: bool = True,
-        config_id: str = "",
-        test: bool = False,
-    ) -> None:
-        """setEmailToFax: create (no ``config_id``) or update an "Email to Fax" configuration."""
-        self.call(
-            "setEmailToFax",
-            {
-                "id": config_id,
-                "enabled": enabled,
-                "auth_email": auth_email,
-                "from_number_id": from_number_id,
-                "security_code_enabled": security_code_enabled,
-                "security_code": security_code,
-                "test": _test(test),
-            },
-            idempotent=bool(config_id) or test,
-        )
-
-    def delete_email_to_fax(self, config_id: str, *, test: bool = False) -> None:
-        """delEmailToFax."""
-        self.call("delEmailToFax", {"id": config_id, "test": _test(test)})
-
-    def back_orders(self, backorder_id: str = "") -> list[dict[str, Any]]:
-        """getBackOrders: numbers on back order."""
-        return _items(self.call("getBackOrders", {"id": backorder_id}), "back_orders")
 
     # --- webhooks ---------------------------------------------------------------------------
     @classmethod
@@ -910,11 +656,7 @@ class VoipMs(Provider):
         event without a fax (reconcile the account). Every field is kept in ``raw`` (file parts
         as name, content type and size).
         """
-        content_type = next(
-            (v for k, v in headers.items() if k.lower() == "content-type"), ""
-        ).strip()
-        media = content_type.split(";", 1)[0].strip().lower()
-        text_fields, files = _parse_body(media, content_type, body)
+        text_fields, files = _parse_body(header(headers, "content-type").strip(), body)
         raw: dict[str, Any] = {}
         for key, value in text_fields:
             # A PDF sent as base64 text would put megabytes into the record (rewritten on every
@@ -923,55 +665,40 @@ class VoipMs(Provider):
         for part in files:
             _keep(
                 raw,
-                part.name,
+                part.name or "",
                 {
                     "filename": part.filename,
                     "content_type": part.content_type,
                     "size": len(part.data),
                 },
             )
-        lookup = _Lookup(text_fields)
-        pdf = _pick_pdf(files) or _base64_pdf(lookup)
-        fax_id = lookup.first(ID_FIELDS)
+        by_key = keyed((key, value.strip()) for key, value in text_fields)
+        pdf = _pick_pdf(files) or _base64_pdf(by_key)
+        fax_id = _first(by_key, ID_FIELDS)
         if pdf is None and not fax_id:
             return InboundEvent(fax=None, raw=raw)
         if not fax_id:
             assert pdf is not None
             fax_id = content_id(hashlib.sha256(pdf).hexdigest())
-        _, from_number = parse_callerid(lookup.first(FROM_FIELDS))
+        _, from_number = parse_callerid(_first(by_key, FROM_FIELDS))
         fax = InboundFax(
             provider_fax_id=fax_id,
             from_number=from_number,
-            to_number=_digits(lookup.first(TO_FIELDS)),
-            pages=_int(lookup.first(PAGES_FIELDS)),
-            received_at=parse_date(lookup.first(DATE_FIELDS)),
+            to_number=_ten_digits(_first(by_key, TO_FIELDS)),
+            pages=page_count(_first(by_key, PAGES_FIELDS)),
+            received_at=parse_date(_first(by_key, DATE_FIELDS)),
             raw=raw,
         )
         return InboundEvent(fax=fax, pdf=pdf, raw=raw)
 
 
-def _test(flag: bool) -> str | None:
-    return "true" if flag else None
-
-
 # --- webhook body parsing ----------------------------------------------------------------------
-class _Lookup:
-    """Text fields by loosely spelled name (lower case, punctuation dropped)."""
-
-    def __init__(self, fields: Iterable[tuple[str, str]]) -> None:
-        self.values: dict[str, str] = {}
-        for key, value in fields:
-            self.values.setdefault(re.sub(r"[^a-z0-9]", "", key.lower()), value)
-
-    def first(self, names: Iterable[str]) -> str:
-        for name in names:
-            value = self.values.get(name, "").strip()
-            if value:
-                return value
-        return ""
-
-
 RAW_TEXT_MAX = 4096  # longer text fields are kept in ``raw`` as their length only
+
+
+def _first(by_key: Mapping[str, str], names: Iterable[str]) -> str:
+    """The first non-blank text field among ``names`` ('' when there is none)."""
+    return str(pick_keyed(by_key, names) or "")
 
 
 def _keep(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -983,24 +710,19 @@ def _keep(raw: dict[str, Any], key: str, value: Any) -> None:
         raw[key] = [raw[key], value]
 
 
-def _params(header: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for match in _PARAM.finditer(";" + header.split(";", 1)[1] if ";" in header else ""):
-        raw_key = match.group(1).lower()
-        quoted, bare = match.group(2), match.group(3)
-        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else (bare or "").strip()
-        if raw_key.endswith("*"):  # RFC 5987: charset'language'percent-encoded
-            value = urllib.parse.unquote(value.split("'", 2)[-1])
-        found.setdefault(raw_key.rstrip("*"), value)
-    return found
-
-
-def _parse_body(
-    media: str, content_type: str, body: bytes
-) -> tuple[list[tuple[str, str]], list[_Part]]:
+def _parse_body(content_type: str, body: bytes) -> tuple[list[tuple[str, str]], list[Part]]:
+    """The body's text fields (name, value) in order, and its file parts."""
+    media = content_type.split(";", 1)[0].strip().lower()
     stripped = body.strip()
     if media.startswith("multipart/") or (not media and stripped.startswith(b"--")):
-        return _parse_multipart(content_type, body)
+        fields: list[tuple[str, str]] = []
+        files: list[Part] = []
+        for part in parse_multipart(content_type, body):
+            if part.is_file:
+                files.append(part)
+            else:
+                fields.append((part.name or "", part.text()))
+        return fields, files
     if "json" in media or (media in ("", "text/plain") and stripped.startswith(b"{")):
         return _parse_json(body), []
     return _parse_urlencoded(body), []
@@ -1013,7 +735,11 @@ def _parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
         raise WebhookError(f"body is neither multipart nor UTF-8 form data: {exc}") from exc
     if text.strip() and "=" not in text:
         raise WebhookError("body is not form data (no name=value pairs)")
-    return urllib.parse.parse_qsl(text.strip(), keep_blank_values=True)
+    return [
+        (name, value)
+        for name, values in parse_form(text.strip()).items()
+        for value in (values if isinstance(values, list) else [values])
+    ]
 
 
 def _parse_json(body: bytes) -> list[tuple[str, str]]:
@@ -1026,72 +752,28 @@ def _parse_json(body: bytes) -> list[tuple[str, str]]:
     return [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
 
 
-def _parse_multipart(content_type: str, body: bytes) -> tuple[list[tuple[str, str]], list[_Part]]:
-    boundary = _params(content_type).get("boundary", "")
-    if not boundary:  # no header: take it from the body's first line
-        first = body.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
-        if not first.startswith(b"--") or len(first) < 3:
-            raise WebhookError("multipart body without a boundary")
-        boundary = first[2:].decode("latin-1")
-    delimiter = b"--" + boundary.encode("latin-1")
-    sections = body.split(delimiter)
-    if len(sections) < 2:
-        raise WebhookError("multipart body does not contain its boundary")
-    fields: list[tuple[str, str]] = []
-    files: list[_Part] = []
-    closed = False
-    for section in sections[1:]:
-        if section.startswith(b"--"):
-            closed = True
-            break
-        section = section.removeprefix(b"\r\n").removeprefix(b"\n")
-        section = section.removesuffix(b"\n").removesuffix(b"\r")
-        head, sep, data = section.partition(b"\r\n\r\n")
-        if not sep:
-            head, sep, data = section.partition(b"\n\n")
-        if not sep:
-            raise WebhookError("multipart part without a header block")
-        part_headers: dict[str, str] = {}
-        for line in head.decode("utf-8", "replace").splitlines():
-            key, colon, value = line.partition(":")
-            if colon:
-                part_headers[key.strip().lower()] = value.strip()
-        disposition = _params(part_headers.get("content-disposition", ""))
-        name = disposition.get("name", "")
-        filename = disposition.get("filename")
-        part_type = part_headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if filename is not None or (part_type and not part_type.startswith("text/")):
-            files.append(_Part(name, filename, part_type, data))
-        else:
-            fields.append((name, data.decode("utf-8", "replace")))
-    if not closed:
-        raise WebhookError("multipart body ends without its closing boundary (truncated?)")
-    return fields, files
-
-
-def _pick_pdf(files: list[_Part]) -> bytes | None:
+def _pick_pdf(files: list[Part]) -> bytes | None:
     """The file part that holds the fax: a PDF by its bytes, else by its name or type."""
     candidates = [part for part in files if part.data]
     if not candidates:
         return None
 
-    def rank(part: _Part) -> int:
-        key = re.sub(r"[^a-z0-9]", "", part.name.lower())
+    def rank(part: Part) -> int:
         score = 0
         if part.data.startswith(b"%PDF"):
             score += 4
         if part.content_type == "application/pdf" or (part.filename or "").lower().endswith(".pdf"):
             score += 2
-        if key in PDF_FIELDS:
+        if field_key(part.name or "") in PDF_FIELDS:
             score += 1
         return score
 
     return max(candidates, key=rank).data
 
 
-def _base64_pdf(lookup: _Lookup) -> bytes | None:
+def _base64_pdf(by_key: Mapping[str, str]) -> bytes | None:
     """A PDF sent as a base64 text field (``+`` may have arrived as a space)."""
-    encoded = lookup.first(PDF_FIELDS)
+    encoded = _first(by_key, PDF_FIELDS)
     if len(encoded) < 8:
         return None
     try:
@@ -1101,4 +783,4 @@ def _base64_pdf(lookup: _Lookup) -> bytes | None:
     return data if data.startswith(b"%PDF") else None
 
 
-PROVIDER = VoipMs
+PROVIDER = VoipMsClient

@@ -40,7 +40,7 @@ from urllib.parse import quote
 import httpx
 
 from config.settings import Account
-from worker.providers._http import http_error, json_object, send, snippet
+from worker.providers._http import http_error, json_dict, json_object, send, snippet
 from worker.providers.base import (
     BadDestinationError,
     Capabilities,
@@ -57,6 +57,7 @@ from worker.providers.base import (
     error_for_kind,
     kind_for_http_status,
 )
+from worker.providers.fields import without_formatting
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ ERROR: dict[str, ErrorKind] = {
 DEFAULT_TOKEN_LIFETIME = 3600.0  # seconds, when the token answer names none
 MAX_RENEW_MARGIN = 60.0  # renew at most this many seconds before expiry
 MAX_DESTINATION_LENGTH = 32
-_STRIP = str.maketrans("", "", "+ -.()[]\t")
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,8 @@ def _describe(code: str, message: str) -> str:
 
 def _read_error(operation: str, response: httpx.Response) -> ProviderError:
     """The error for a non-2xx answer: by the provider's code, else by the HTTP status."""
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    member = _error_member(data) if isinstance(data, dict) else None
+    data = json_dict(response)
+    member = _error_member(data) if data is not None else None
     if member is None:
         return http_error(NAME, operation, response)
     code, message = member
@@ -129,7 +126,7 @@ def _read_error(operation: str, response: httpx.Response) -> ProviderError:
     return error_for_kind(kind, NAME, operation, text, response.status_code)
 
 
-class VoipNow(Provider):
+class VoipNowClient(Provider):
     """A VoipNow account: ``client_id``, ``client_secret``, ``user_id`` (default ``@me``),
     ``extension`` (the sending extension, such as ``0003*210``)."""
 
@@ -161,7 +158,7 @@ class VoipNow(Provider):
     @classmethod
     def normalize_destination(cls, number: str) -> str:
         """Digits, or an extension number such as ``0003*210`` (VoipNow takes both)."""
-        cleaned = number.strip().translate(_STRIP)
+        cleaned = without_formatting(number)
         if not cleaned:
             raise BadDestinationError(NAME, "normalize_destination", "the number is empty")
         if not all(ch.isascii() and (ch.isdigit() or ch == "*") for ch in cleaned):
@@ -327,4 +324,4 @@ class VoipNow(Provider):
         }
 
 
-PROVIDER = VoipNow
+PROVIDER = VoipNowClient

@@ -3,9 +3,9 @@
 The calls made while the event loop runs one batch of ready tasks go out together as one write of
 packed ``EVALSHA`` commands, at once: a batch does not wait for the answers of batches already in
 flight, and a long batch is cut every ``MAX_BATCH`` calls. So Redis executes the first webhooks of
-a burst while the web process is still parsing the last ones, instead of both taking turns. One
-reader task hands each answer to its caller, in order. Nobody waits for a batch to fill: a lone
-call costs one round trip.
+a burst while the web process is still parsing the last ones, instead of both taking turns. The
+connection's protocol hands each answer to its caller, in order, as the bytes arrive. Nobody waits
+for a batch to fill: a lone call costs one round trip.
 
 Each caller gets its own script's answer, or error, only after Redis has run it::
 
@@ -18,6 +18,23 @@ Each caller gets its own script's answer, or error, only after Redis has run it:
           └── NoScriptError                              never seen by callers: Redis restarted or
                                                          was flushed, so the script is loaded again
                                                          and the call sent again
+
+The connection is our own, built with public APIs only: an asyncio ``Protocol`` on a socket opened
+by the event loop, commands packed by hiredis' ``pack_command`` and answers parsed by its
+``Reader``. From the redis-py client it takes only what its public API says: where to connect
+(its pool's ``connection_kwargs``: host and port or Unix socket path, username, password, db, client
+name, connect timeout) and how to retry a failed connect (``get_retry()``). A client whose
+connections are anything else (TLS, Sentinel, a credential provider, a custom connection class)
+runs the script through redis-py's own ``register_script`` instead: correct, one round trip per
+call, no batching.
+
+Cost, measured against the version this replaced (which wrote to the private stream reader and
+writer of a connection taken from redis-py's pool, and broke with redis-py 5.0's asyncio pool):
+``python -m bench.ingest --rounds 2 --seconds 8``, five runs of each version, alternating, in one
+session on a shared 2-core machine. Ratio ours/bare, median: 0.273 before, 0.293 after (ours:
+4,504 and 5,164 requests/s); no loss. In process, 32 callers in a loop on uvloop spent about
+1.5 µs less CPU per call: the protocol settles answers in its data callback, where the stream
+version woke a reader task.
 """
 
 from __future__ import annotations
@@ -25,16 +42,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
-from hiredis import pack_command
+from redis.asyncio.retry import Retry
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Args = Sequence[str | int | bytes]
@@ -44,6 +62,72 @@ Args = Sequence[str | int | bytes]
 MAX_BATCH = 8
 # The failures after which a call is worth sending again on a fresh connection.
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# The connection kinds the own connection can stand in for: plain TCP and Unix sockets.
+OWN_CONNECTION_CLASSES = (aioredis.Connection, aioredis.UnixDomainSocketConnection)
+
+
+def pack(*parts: str | int | bytes) -> bytes:
+    """One command in the Redis protocol."""
+    # hiredis' stub types the argument as a 1-tuple; any tuple of these is accepted.
+    packed: bytes = hiredis.pack_command(parts)  # type: ignore[arg-type]
+    return packed
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to open a connection, as the redis-py client was configured."""
+
+    host: str = "localhost"
+    port: int = 6379
+    path: str = ""  # a Unix socket instead of host and port
+    username: str = ""
+    password: str = field(default="", repr=False)  # kept out of logs and test reports
+    db: int = 0
+    client_name: str = ""
+    connect_timeout: float | None = None
+    keepalive: bool = False
+
+    @classmethod
+    def of(cls, client: aioredis.Redis) -> Target | None:
+        """The client's connection settings; None when its connections are not plain ones."""
+        if client.connection_pool.connection_class not in OWN_CONNECTION_CLASSES:
+            return None  # TLS, Sentinel, custom: left to redis-py
+        # What the client's get_connection_kwargs() returns, read where it is typed.
+        kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+        if kwargs.get("credential_provider") is not None:
+            return None  # credentials that may change: redis-py asks for them at each connect
+        options = kwargs.get("socket_keepalive_options")
+        if isinstance(options, dict) and options:
+            return None  # TCP keepalive tuning: left to redis-py
+        timeout = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
+        return cls(
+            host=str(kwargs.get("host") or "localhost"),
+            port=int(kwargs.get("port") or 6379),
+            path=str(kwargs.get("path") or "")
+            if client.connection_pool.connection_class is aioredis.UnixDomainSocketConnection
+            else "",
+            username=str(kwargs.get("username") or ""),
+            password=str(kwargs.get("password") or ""),
+            db=int(kwargs.get("db") or 0),
+            client_name=str(kwargs.get("client_name") or ""),
+            connect_timeout=float(timeout) if timeout else None,
+            keepalive=bool(kwargs.get("socket_keepalive")),
+        )
+
+    def handshake(self) -> list[tuple[str, bytes]]:
+        """The commands a new connection sends before any call: (name, packed command)."""
+        commands = []
+        if self.password:
+            auth = (self.username, self.password) if self.username else (self.password,)
+            commands.append(("AUTH", pack("AUTH", *auth)))
+        if self.db:
+            commands.append(("SELECT", pack("SELECT", self.db)))
+        if self.client_name:
+            commands.append(("CLIENT SETNAME", pack("CLIENT", "SETNAME", self.client_name)))
+        return commands
+
+    def where(self) -> str:
+        return self.path or f"{self.host}:{self.port}"
 
 
 @dataclass(slots=True)
@@ -54,16 +138,95 @@ class _Call:
     reloads: int = 0  # sends after NOSCRIPT
 
 
-@dataclass(eq=False)
-class _Link:
-    """One connection and the calls sent on it whose answers have not been read yet.
+class _Link(asyncio.Protocol):
+    """One connection and the calls sent on it whose answers have not come yet.
 
     ``None`` in ``in_flight`` stands for the answer to a ``SCRIPT LOAD``, which nobody waits for.
     """
 
-    connection: Any
-    in_flight: deque[_Call | None] = field(default_factory=deque)
-    reader: asyncio.Task[None] | None = None
+    def __init__(self, commit: GroupCommit, loop: asyncio.AbstractEventLoop) -> None:
+        self.commit = commit
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = hiredis.Reader()
+        self.in_flight: deque[_Call | None] = deque()
+        self.closed = False
+        self.drained: asyncio.Future[None] | None = None  # set while writing is paused
+        # Timeouts: answers owed and none came for ``commit.timeout`` seconds. One timer at a
+        # time, checking the time of the last progress, instead of a timer per read.
+        self.progress = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio's side ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's do not subclass asyncio.Transport, but are one).
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.commit.target is not None and self.commit.target.keepalive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.progress = self.loop.time()
+        try:
+            self.parser.feed(data)
+            while self.in_flight and (answer := self.parser.gets()) is not False:
+                call = self.in_flight.popleft()
+                if call is not None:
+                    self.commit._settle(call, answer)
+        except Exception as exc:  # a protocol error: nothing more on this link can be trusted
+            self.commit._drop(self, RedisConnectionError(f"Redis protocol error: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.commit._drop(self, exc or RedisConnectionError("Connection closed by server."))
+
+    def pause_writing(self) -> None:
+        if self.drained is None:
+            self.drained = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._release_writer()
+
+    # --- ours -------------------------------------------------------------------------------------
+    def send(self, data: bytes, calls: list[_Call | None]) -> None:
+        if not self.in_flight:
+            self.progress = self.loop.time()
+            if self.timer is None:
+                self.timer = self.loop.call_later(self.commit.timeout, self._check)
+        self.in_flight.extend(calls)
+        if self.transport is None or self.closed:
+            raise RedisConnectionError("Connection closed.")
+        self.transport.write(data)
+
+    def _check(self) -> None:
+        self.timer = None
+        if self.closed or not self.in_flight:
+            return
+        left = self.progress + self.commit.timeout - self.loop.time()
+        if left > 0:
+            self.timer = self.loop.call_later(left, self._check)
+        else:
+            self.commit._drop(self, RedisTimeoutError("Timeout reading from Redis"))
+
+    def close(self) -> None:
+        """Abort the connection (its unanswered calls are the caller's to settle)."""
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._release_writer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _release_writer(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
 
 class GroupCommit:
@@ -74,26 +237,38 @@ class GroupCommit:
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
         self.timeout = timeout
+        self.target = Target.of(client)
+        retry = client.get_retry()
+        self.retry = retry if isinstance(retry, Retry) else None  # None: connect once
+        # Clients the own connection cannot stand in for run the script through redis-py.
+        self.fallback = client.register_script(script) if self.target is None else None
         self.pending: list[_Call] = []
         self.link: _Link | None = None
         self.reload = True  # the next write starts with SCRIPT LOAD (so the first one does)
         self.sending = False
         # Referenced here: the loop keeps only weak references to tasks (ruff RUF006).
         self.sender: asyncio.Task[None] | None = None
-        self.closing: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, args: Args) -> Any:
+        if self.fallback is not None:
+            return await self.fallback(args=list(args))
         # Packed now, so that arguments Redis cannot take fail this call alone.
-        command = pack_command(("EVALSHA", self.sha, 0, *args))  # type: ignore[arg-type]
+        command = pack("EVALSHA", self.sha, 0, *args)
         loop = self.loop
         if loop is None:
-            # Bound to the loop of its first call, as the client's connections are. Asking
-            # asyncio for the running loop on every call costs a system call (getpid) each time.
+            # Bound to the loop of its first call, as its connection is. Asking asyncio for the
+            # running loop on every call costs a system call (getpid) each time.
             loop = self.loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue(_Call(command, future))
         return await future
+
+    def close(self) -> None:
+        """Close the connection; calls not answered yet fail."""
+        link = self.link
+        if link is not None:
+            self._drop(link, RedisConnectionError("group commit closed"), resend=False)
 
     def _queue(self, call: _Call) -> None:
         self.pending.append(call)
@@ -117,53 +292,73 @@ class GroupCommit:
                             _fail(call, exc)
                         return
                 self._write(link)
-                try:
-                    await link.connection._writer.drain()  # back-pressure only; rarely waits
-                except Exception as exc:
-                    self._drop(link, exc)
+                if link.drained is not None:
+                    await link.drained  # back-pressure only; rarely waits
         finally:
             self.sending = False
 
     async def _connect(self) -> _Link:
-        connection = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        if getattr(connection, "_reader", None) is None or connection._writer is None:
-            await self.client.connection_pool.release(connection)
-            raise RedisConnectionError("redis-py connection without its stream reader and writer")
-        self.link = _Link(connection)
-        return self.link
+        if self.retry is None:
+            link = await self._open()
+        else:
+            link = await self.retry.call_with_retry(self._open, _ignore)
+        self.link = link
+        self.reload = True
+        return link
+
+    async def _open(self) -> _Link:
+        """A new connection, its handshake (AUTH, SELECT, CLIENT SETNAME) answered."""
+        target = self.target
+        assert target is not None
+        loop = self.loop or asyncio.get_running_loop()
+        link = _Link(self, loop)
+        try:
+            async with asyncio.timeout(target.connect_timeout):
+                if target.path:
+                    await loop.create_unix_connection(lambda: link, target.path)
+                else:
+                    await loop.create_connection(lambda: link, target.host, target.port)
+                await self._handshake(link, target)
+        except BaseException as exc:
+            link.closed = True  # its connection_lost must not touch the calls waiting for it
+            link.close()
+            if isinstance(exc, TimeoutError):
+                raise RedisTimeoutError(f"Timeout connecting to {target.where()}") from exc
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"Error connecting to {target.where()}: {exc}") from exc
+            raise
+        return link
+
+    async def _handshake(self, link: _Link, target: Target) -> None:
+        commands = target.handshake()
+        if not commands:
+            return
+        loop = link.loop
+        # attempts=1: a handshake command is never sent again on another connection.
+        calls = [_Call(packed, loop.create_future(), attempts=1) for _, packed in commands]
+        link.send(b"".join(call.command for call in calls), list(calls))
+        for (name, _), call in zip(commands, calls, strict=True):
+            try:
+                await call.future
+            except ResponseError as exc:
+                if name == "AUTH":
+                    raise AuthenticationError(str(exc)) from exc
+                raise RedisConnectionError(f"Redis refused {name}: {exc}") from exc
 
     def _write(self, link: _Link) -> None:
         calls, self.pending = self.pending, []
         parts = []
+        sent: list[_Call | None] = []
         if self.reload:
             self.reload = False
-            parts.append(pack_command(("SCRIPT", "LOAD", self.script)))  # type: ignore[arg-type]
-            link.in_flight.append(None)
+            parts.append(pack("SCRIPT", "LOAD", self.script))
+            sent.append(None)
         parts.extend(call.command for call in calls)
-        link.in_flight.extend(calls)
-        link.connection._writer.write(b"".join(parts))
-        if link.reader is None:
-            link.reader = (self.loop or asyncio.get_running_loop()).create_task(self._read(link))
-
-    async def _read(self, link: _Link) -> None:
-        """Hands out the answers on ``link`` until none is awaited; drops the link on failure."""
-        stream: asyncio.StreamReader = link.connection._reader
-        parser = hiredis.Reader()
+        sent.extend(calls)
         try:
-            while link.in_flight:
-                async with asyncio.timeout(self.timeout):
-                    data = await stream.read(65536)
-                if not data:
-                    raise RedisConnectionError("Connection closed by server.")
-                parser.feed(data)
-                while link.in_flight and (answer := parser.gets()) is not False:
-                    call = link.in_flight.popleft()
-                    if call is not None:
-                        self._settle(call, answer)
-        except Exception as exc:
+            link.send(b"".join(parts), sent)
+        except Exception as exc:  # the calls are in flight on the link: sent again, or failed
             self._drop(link, exc)
-        finally:
-            link.reader = None
 
     def _settle(self, call: _Call, answer: Any) -> None:
         if not isinstance(answer, hiredis.ReplyError):
@@ -181,30 +376,25 @@ class GroupCommit:
             )
             _fail(call, error)
 
-    def _drop(self, link: _Link, exc: Exception) -> None:
+    def _drop(self, link: _Link, exc: BaseException, *, resend: bool = True) -> None:
         """The connection failed: unanswered calls go again once on a new one, or fail."""
         if self.link is link:
             self.link = None
+            self.reload = True  # a new connection may well be to a restarted Redis
         calls = [call for call in link.in_flight if call is not None]
         link.in_flight.clear()
-        if link.reader is not None and link.reader is not asyncio.current_task():
-            link.reader.cancel()
+        if not link.closed:
+            link.close()
         for call in calls:
-            if isinstance(exc, RETRYABLE) and call.attempts == 0:
+            if resend and isinstance(exc, RETRYABLE) and call.attempts == 0:
                 call.attempts += 1
                 self._queue(call)
             else:
                 _fail(call, exc)
-        self.reload = True  # a new connection may well be to a restarted Redis
-        task = asyncio.get_running_loop().create_task(self._discard(link.connection))
-        self.closing.add(task)
-        task.add_done_callback(self.closing.discard)
 
-    async def _discard(self, connection: Any) -> None:
-        with contextlib.suppress(Exception):
-            await connection.disconnect()
-        with contextlib.suppress(Exception):
-            await self.client.connection_pool.release(connection)
+
+async def _ignore(error: Exception) -> None:
+    """A failed connect leaves nothing to clean up: its link is closed already."""
 
 
 def _fail(call: _Call, exc: BaseException) -> None:

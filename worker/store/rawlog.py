@@ -4,7 +4,8 @@ Each entry keeps the method, path (token redacted), headers (secrets redacted), 
 ``webhook_log_body_bytes``), the answer's status and outcome, and the fax it made. Entries expire
 after ``webhook_log_days``; ``faxrelay webhooks list|show|replay`` reads them.
 
-Keys: ``fr:wh:{id}`` (JSON, with TTL) and ``fr:wh:ix`` (sorted set id → time) for listing.
+Keys (``worker.store.keys``): each entry as JSON under ``webhook_log_key(id)``, with TTL, and the
+``WEBHOOK_LOG_INDEX`` sorted set (id → time) for listing.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import redis.asyncio as aioredis
 
 from worker.fastpath import ids
 from worker.fastpath.forms import unquoted
+from worker.store import keys
 from worker.store.records import SideLog
 
-LOG_PREFIX = "fr:wh:"
-LOG_INDEX = "fr:wh:ix"
+LOG_INDEX = keys.WEBHOOK_LOG_INDEX
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
 SECRET_PARAMS = frozenset({"token", "auth", "api_password", "password", "secret"})
@@ -143,14 +144,14 @@ def _ttl(days: float) -> int:
 
 def add_to_pipeline(pipe: Any, entry: LogEntry, days: float) -> None:
     """Queue the entry's writes on a (sync or async) pipeline."""
-    pipe.set(LOG_PREFIX + entry.id, entry.to_json(), ex=_ttl(days))
+    pipe.set(keys.webhook_log_key(entry.id), entry.to_json(), ex=_ttl(days))
     pipe.zadd(LOG_INDEX, {entry.id: entry.at})
 
 
 def side_log(entry: LogEntry, days: float) -> SideLog:
     """The entry as the store's create script writes it, in the same round trip."""
     return SideLog(
-        LOG_PREFIX + entry.id, entry.to_json(), _ttl(days), LOG_INDEX, entry.at, entry.id
+        keys.webhook_log_key(entry.id), entry.to_json(), _ttl(days), LOG_INDEX, entry.at, entry.id
     )
 
 
@@ -175,7 +176,7 @@ def list_entries(
         if not ids:
             break
         start += len(ids)
-        for raw in client.mget([LOG_PREFIX + i for i in ids]):
+        for raw in client.mget([keys.webhook_log_key(i) for i in ids]):
             if raw is None:
                 continue
             entry = LogEntry.from_json(raw)
@@ -187,7 +188,7 @@ def list_entries(
 
 
 def get_entry(client: redis.Redis, log_id: str) -> LogEntry | None:
-    raw = client.get(LOG_PREFIX + log_id)
+    raw = client.get(keys.webhook_log_key(log_id))
     return LogEntry.from_json(raw) if raw is not None else None
 
 

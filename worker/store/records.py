@@ -1,13 +1,8 @@
 """The Redis store of fax records: the truth about every fax (DESIGN.md principle 1).
 
-Keys (all under ``fr:``):
-
-- ``fr:fax:{id}``              the record as JSON
-- ``fr:key:{scope}:{key}``     dedup / idempotency key → ``{"id", "fingerprint"}`` (TTL for idempotency)
-- ``fr:ix:{name}``             list indexes, sorted sets of ids (all scores 0, ordered by id, and ids
-                               sort by creation time): ``all``, ``dir:{d}``, ``acct:{a}``, ``state:{s}``
-- ``fr:due``                   sorted set id → when the record next needs work (epoch seconds)
-- ``fr:lease:{id}``            held by the worker that is working on the record
+The keys it writes (the record, its indexes, dedup and idempotency keys, the due index, leases)
+and their lifetimes are listed in ``worker.store.keys``; its Lua scripts are in
+``worker.store.scripts``.
 
 Every write goes through a Lua script, so a record and its indexes never disagree. Creation is one
 atomic step with dedup and, optionally, the Celery message that wakes the worker. Updates are
@@ -33,27 +28,16 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from worker.domain import FaxRecord, State
+from worker.store import keys, scripts
 from worker.store.groupcommit import GroupCommit
 
+# The key helpers under the names other modules import them by.
+from worker.store.keys import dedup_key as dedup_key
+from worker.store.keys import dedup_ref as dedup_ref
+from worker.store.keys import fax_key as fax_key
+
 T = TypeVar("T")
-PREFIX = "fr:"
 MAX_CAS_ATTEMPTS = 50
-
-
-def fax_key(fax_id: str) -> str:
-    return f"{PREFIX}fax:{fax_id}"
-
-
-def dedup_key(scope: str, key: str) -> str:
-    return f"{PREFIX}key:{scope}:{key}"
-
-
-def dedup_ref(fax_id: str, fingerprint: str = "") -> str:
-    """What a dedup key holds (as the create script writes it)."""
-    return json.dumps({"id": fax_id, "fingerprint": fingerprint})
-
-
-DUE_KEY = f"{PREFIX}due"
 
 
 class RecordNotFound(KeyError):
@@ -100,88 +84,6 @@ NO_LOG: list[str | int | bytes] = ["", "", 0, "", "0", ""]
 class Page:
     items: list[FaxRecord]
     next_cursor: str | None
-
-
-# KEYS: none (single-node Redis; keys are derived from ARGV for clarity).
-# ARGV: 1 id, 2 record json, 3 direction, 4 account, 5 state, 6 due ('' = none),
-#       7 dedup key ('' = none), 8 dedup ttl seconds (0 = keep), 9 fingerprint,
-#       10 queue ('' = none), 11 message,
-#       12 log key ('' = none), 13 log json, 14 log ttl, 15 log index, 16 log score, 17 log member
-# The optional log entry (the raw webhook log) is written in the same call, so a webhook costs
-# one round trip; on a dedup hit it is written with outcome "duplicate" and the existing id.
-_CREATE = """
-local p = 'fr:'
-local function log(outcome, fax_id)
-  if ARGV[12] == '' then return end
-  local entry = ARGV[13]
-  if outcome then
-    local decoded = cjson.decode(entry)
-    decoded['outcome'] = outcome
-    decoded['fax_id'] = fax_id
-    entry = cjson.encode(decoded)
-  end
-  redis.call('SET', ARGV[12], entry, 'EX', ARGV[14])
-  redis.call('ZADD', ARGV[15], ARGV[16], ARGV[17])
-end
-if ARGV[7] ~= '' then
-  local existing = redis.call('GET', ARGV[7])
-  if existing then
-    local ref = cjson.decode(existing)
-    log('duplicate', ref['id'])
-    return {0, ref['id'], ref['fingerprint'] or ''}
-  end
-  local ref = cjson.encode({id = ARGV[1], fingerprint = ARGV[9]})
-  if tonumber(ARGV[8]) > 0 then
-    redis.call('SET', ARGV[7], ref, 'EX', ARGV[8])
-  else
-    redis.call('SET', ARGV[7], ref)
-  end
-end
-redis.call('SET', p .. 'fax:' .. ARGV[1], ARGV[2])
-redis.call('ZADD', p .. 'ix:all', 0, ARGV[1])
-redis.call('ZADD', p .. 'ix:dir:' .. ARGV[3], 0, ARGV[1])
-redis.call('ZADD', p .. 'ix:acct:' .. ARGV[4], 0, ARGV[1])
-redis.call('ZADD', p .. 'ix:state:' .. ARGV[5], 0, ARGV[1])
-if ARGV[6] ~= '' then redis.call('ZADD', p .. 'due', ARGV[6], ARGV[1]) end
-if ARGV[10] ~= '' then redis.call('LPUSH', ARGV[10], ARGV[11]) end
-log(nil, nil)
-return {1, ARGV[1], ARGV[9]}
-"""
-
-# ARGV: 1 id, 2 expected version, 3 new json, 4 old state, 5 new state, 6 due ('' = none)
-_SAVE = """
-local p = 'fr:'
-local key = p .. 'fax:' .. ARGV[1]
-local current = redis.call('GET', key)
-if not current then return -1 end
-if cjson.decode(current)['version'] ~= tonumber(ARGV[2]) then return 0 end
-redis.call('SET', key, ARGV[3])
-if ARGV[4] ~= ARGV[5] then
-  redis.call('ZREM', p .. 'ix:state:' .. ARGV[4], ARGV[1])
-  redis.call('ZADD', p .. 'ix:state:' .. ARGV[5], 0, ARGV[1])
-end
-if ARGV[6] == '' then
-  redis.call('ZREM', p .. 'due', ARGV[1])
-else
-  redis.call('ZADD', p .. 'due', ARGV[6], ARGV[1])
-end
-return 1
-"""
-
-# ARGV: 1 now, 2 limit, 3 grace. Takes due ids and pushes their due time out by ``grace`` so the
-# next sweep does not wake them again while the woken task is on its way.
-_CLAIM_DUE = """
-local ids = redis.call('ZRANGEBYSCORE', 'fr:due', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
-  redis.call('ZADD', 'fr:due', tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
-end
-return ids
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _dumps(record: FaxRecord) -> bytes:
@@ -236,12 +138,12 @@ def _create_args(
 
 def _index_for(direction: str | None, account: str | None, state: str | None) -> str:
     if state:
-        return f"{PREFIX}ix:state:{state}"
+        return keys.state_index(state)
     if account:
-        return f"{PREFIX}ix:acct:{account}"
+        return keys.account_index(account)
     if direction:
-        return f"{PREFIX}ix:dir:{direction}"
-    return f"{PREFIX}ix:all"
+        return keys.direction_index(direction)
+    return keys.INDEX_ALL
 
 
 def _matches(
@@ -275,7 +177,7 @@ def _upper(cursor: str | None) -> str:
 
 
 def _save_args(record: FaxRecord, old_state: State) -> list[str | int | bytes]:
-    """The _SAVE script's arguments: compare-and-set against the version the change started from."""
+    """The SAVE script's arguments: compare-and-set against the version the change started from."""
     return [
         record.id,
         record.version - 1,
@@ -303,10 +205,10 @@ class FaxStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._create = client.register_script(_CREATE)
-        self._save = client.register_script(_SAVE)
-        self._claim_due = client.register_script(_CLAIM_DUE)
-        self._release = client.register_script(_RELEASE)
+        self._create = client.register_script(scripts.CREATE)
+        self._save = client.register_script(scripts.SAVE)
+        self._claim_due = client.register_script(scripts.CLAIM_DUE)
+        self._release = client.register_script(scripts.RELEASE)
 
     @classmethod
     def from_url(cls, url: str) -> FaxStore:
@@ -399,16 +301,14 @@ class FaxStore:
         return [_text(i) for i in ids]
 
     def due_count(self, now: float | None = None) -> int:
-        return int(self.redis.zcount(DUE_KEY, "-inf", now if now is not None else time.time()))
+        return int(self.redis.zcount(keys.DUE, "-inf", now if now is not None else time.time()))
 
     def acquire_lease(self, fax_id: str, token: str, seconds: float) -> bool:
         """Only one worker works on a record at a time; the lease lapses if that worker dies."""
-        return bool(
-            self.redis.set(f"{PREFIX}lease:{fax_id}", token, nx=True, px=int(seconds * 1000))
-        )
+        return bool(self.redis.set(keys.lease_key(fax_id), token, nx=True, px=int(seconds * 1000)))
 
     def release_lease(self, fax_id: str, token: str) -> None:
-        self._release(keys=[f"{PREFIX}lease:{fax_id}"], args=[token])
+        self._release(keys=[keys.lease_key(fax_id)], args=[token])
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
@@ -419,8 +319,8 @@ class AsyncFaxStore:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._create = GroupCommit(client, _CREATE)
-        self._save = client.register_script(_SAVE)
+        self._create = GroupCommit(client, scripts.CREATE)
+        self._save = client.register_script(scripts.SAVE)
 
     async def create(
         self,
@@ -484,6 +384,11 @@ class AsyncFaxStore:
     async def ping(self) -> bool:
         result: Awaitable[bool] | bool = self.redis.ping()
         return bool(await result) if not isinstance(result, bool) else result
+
+    async def aclose(self) -> None:
+        """Close the group commit's own connection, then the client's."""
+        self._create.close()
+        await self.redis.aclose()
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,37 @@
+"""The ``faxrelay`` command. It sits on top of everything (web app, worker, sandbox), so it lives
+in the top package of the dependency chain.
+
+One module per command group; what they share is in ``common``. Each command imports the worker
+code it needs when it runs, so ``faxrelay --help`` stays quick.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import click
+
+from webhooks.cli import accounts, backfill, configuration, events, faxes, send, up, webhooks
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="faxrelay", prog_name="faxrelay", message="%(prog)s %(version)s")
+def main() -> None:
+    """faxrelay: a fax relay between fax providers and your own services.
+
+    Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+    """
+
+
+for command in (
+    up.up,
+    up.sandbox_cmd,
+    configuration.config_group,
+    webhooks.webhooks_group,
+    accounts.accounts_group,
+    send.send_cmd,
+    faxes.faxes_group,
+    backfill.backfill,
+    events.events_group,
+):
+    main.add_command(command)

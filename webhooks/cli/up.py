@@ -1,0 +1,236 @@
+"""``faxrelay up`` and ``faxrelay sandbox``: run the whole system (or only the provider sandbox) on
+one machine, with embedded Redis and S3 where the settings name none.
+
+``up`` supervises its processes: the web app, the worker and beat are restarted when they exit or
+wedge; when Redis, S3 or the sandbox exits, everything stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from config.embedded import (
+    CELERY_FATAL,
+    ManagedProcess,
+    SeaweedPorts,
+    StartupError,
+    free_port,
+    start_redis,
+    start_seaweed,
+    wait_until,
+)
+from config.queues import WORKER_QUEUES, WORKER_READY_KEY
+from config.settings import ConfigError, load_settings
+
+
+def _sandbox_config(sandbox_url: str, token: str) -> str:
+    """A config with one account per provider, pointing at the sandbox."""
+    from sandbox.accounts import sandbox_accounts_toml
+
+    return sandbox_accounts_toml(sandbox_url, token)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Web app address.")
+@click.option("--port", default=8000, show_default=True, help="Web app port.")
+@click.option(
+    "--state-dir",
+    envvar="FAXRELAY_STATE_DIR",
+    default=".faxrelay",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where embedded Redis and S3 keep their data, and endpoints.json.",
+)
+@click.option(
+    "--appendfsync",
+    type=click.Choice(["everysec", "always"]),
+    default="everysec",
+    show_default=True,
+    help="AOF fsync policy of the embedded Redis.",
+)
+@click.option(
+    "--sandbox", "with_sandbox", is_flag=True, help="Add the provider sandbox and a config for it."
+)
+@click.option("--workers", default=2, show_default=True, help="Worker concurrency.")
+def up(
+    host: str, port: int, state_dir: Path, appendfsync: str, with_sandbox: bool, workers: int
+) -> None:
+    """Start the whole system: Redis, S3, the web app, a worker and beat. Ctrl-C stops it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    endpoints_file = state_dir / "endpoints.json"
+    endpoints_file.unlink(missing_ok=True)  # it describes a running system only
+    env = dict(os.environ)
+    env["FAXRELAY_STATE_DIR"] = str(state_dir)
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # web and worker processes share /metrics
+        from worker.metrics import prepare_multiproc_dir
+
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiproc_dir(state_dir / "metrics"))
+    if sys.stdout.isatty():  # children write to our pipes; their lines end up on a terminal
+        env.setdefault("FAXRELAY_LOG_FORMAT", "text")
+    procs: list[ManagedProcess] = []
+    stopping = threading.Event()
+
+    def stop_all(*_: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        if not env.get("FAXRELAY_REDIS_URL"):
+            redis_port = free_port()
+            procs.append(start_redis(state_dir / "redis", redis_port, appendfsync=appendfsync))
+            env["FAXRELAY_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        if not env.get("FAXRELAY_S3_ENDPOINT_URL"):
+            env.setdefault("FAXRELAY_S3_BUCKET", "faxrelay")
+            ports = SeaweedPorts.pick()
+            procs.append(start_seaweed(state_dir / "s3", ports, env["FAXRELAY_S3_BUCKET"]))
+            env["FAXRELAY_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{ports.s3}"
+        sandbox_url = ""
+        if with_sandbox:
+            sandbox_port = free_port()
+            sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+            procs.append(
+                ManagedProcess(
+                    "sandbox",
+                    [sys.executable, "-m", "uvicorn", "--factory", "sandbox.app:create_app",
+                     "--host", "127.0.0.1", "--port", str(sandbox_port), "--log-level", "warning"],
+                    env=env,
+                ).start()
+            )  # fmt: skip
+            _wait_http(f"{sandbox_url}/_sandbox/jobs", 30, procs[-1])
+            if not env.get("FAXRELAY_CONFIG"):
+                token = _state_secret(state_dir / "sandbox-webhook-token")
+                config = state_dir / "sandbox.toml"
+                config.write_text(_sandbox_config(sandbox_url, token))
+                env["FAXRELAY_CONFIG"] = str(config.resolve())
+            env.setdefault("FAXRELAY_CALLBACK_HOSTS", "127.0.0.1,localhost")
+            if not env.get("FAXRELAY_API_TOKENS"):  # so the dashboard and API can be tried at once
+                env["FAXRELAY_API_TOKENS"] = _state_secret(state_dir / "sandbox-api-token")
+        _check_config(env)
+        web_url = f"http://{host}:{port}"
+        factories: dict[str, Callable[[], ManagedProcess]] = {
+            "web": lambda: ManagedProcess(
+                "web",
+                [sys.executable, "-m", "uvicorn", "--factory", "webhooks.app:create_app",
+                 "--host", host, "--port", str(port), "--no-access-log"],
+                env=env,
+            ),
+            "worker": lambda: ManagedProcess(
+                "worker",
+                [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
+                 "-Q", WORKER_QUEUES, "--concurrency", str(workers), "-l", "info", "-n", "faxrelay@%h"],
+                env=env,
+                stop_timeout=30,
+                fatal_markers=CELERY_FATAL,
+            ),
+            "beat": lambda: ManagedProcess(
+                "beat",
+                [sys.executable, "-m", "celery", "-A", "config.celery_app", "beat", "-l", "info",
+                 "-s", str(state_dir / "celerybeat-schedule")],
+                env=env,
+                fatal_markers=CELERY_FATAL,
+            ),
+        }  # fmt: skip
+        app_procs = {name: make().start() for name, make in factories.items()}
+        procs.extend(app_procs.values())
+        web, worker = app_procs["web"], app_procs["worker"]
+        _wait_http(f"{web_url}/readyz", 60, web)
+        _wait_worker(env, worker)
+        endpoints = {
+            "web_url": web_url,
+            "redis_url": env["FAXRELAY_REDIS_URL"],
+            "s3_endpoint_url": env["FAXRELAY_S3_ENDPOINT_URL"],
+            "s3_bucket": env.get("FAXRELAY_S3_BUCKET", "faxrelay"),
+            "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID", "faxrelay"),
+            "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY", "faxrelay"),
+            "sandbox_url": sandbox_url,
+            "config": str(Path(env["FAXRELAY_CONFIG"]).resolve())
+            if env.get("FAXRELAY_CONFIG")
+            else "",
+        }
+        endpoints_file.write_text(json.dumps(endpoints, indent=2))
+        click.echo(f"faxrelay is up: web {web_url}  (ready: {web_url}/readyz)")
+        click.echo(f"  redis {endpoints['redis_url']}  s3 {endpoints['s3_endpoint_url']}")
+        if sandbox_url:
+            click.echo(f"  sandbox {sandbox_url}  config {endpoints['config']}")
+            click.echo(f"  dashboard token: in {state_dir / 'sandbox-api-token'}")
+        click.echo(f"  endpoints: {state_dir / 'endpoints.json'}   Ctrl-C stops everything.")
+        while not stopping.wait(1.0):
+            for proc in procs:
+                if proc.alive() and not proc.wedged:
+                    continue
+                if proc.name not in factories:  # Redis, S3 or the sandbox: nothing works without
+                    click.echo(f"{proc.name} exited; stopping everything", err=True)
+                    stopping.set()
+                    break
+                # Like any process supervisor: the app's own processes are restarted.
+                click.echo(f"{proc.name} exited or wedged; restarting it", err=True)
+                proc.signal(signal.SIGKILL)
+                procs[procs.index(proc)] = factories[proc.name]().start()
+    except (StartupError, ConfigError) as exc:
+        click.echo(f"faxrelay up: {exc}", err=True)
+        _stop(procs)
+        raise SystemExit(1) from None
+    _stop(procs)
+    endpoints_file.unlink(missing_ok=True)
+    click.echo("faxrelay stopped")
+
+
+def _state_secret(path: Path) -> str:
+    """A random token kept in the state directory (made on first use, readable by its owner)."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _stop(procs: list[ManagedProcess]) -> None:
+    for proc in reversed(procs):
+        proc.stop()
+
+
+def _check_config(env: dict[str, str]) -> None:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _wait_http(url: str, timeout: float, proc: ManagedProcess) -> None:
+    wait_until(lambda: httpx.get(url, timeout=2).status_code == 200, timeout, url, proc)
+
+
+def _wait_worker(env: dict[str, str], proc: ManagedProcess) -> None:
+    import redis
+
+    client = redis.Redis.from_url(env["FAXRELAY_REDIS_URL"])
+    wait_until(lambda: bool(client.exists(WORKER_READY_KEY)), 60, "the worker", proc)
+
+
+@click.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8900, show_default=True)
+@click.option("--speed", default=1.0, show_default=True, help="Sandbox clock speed.")
+def sandbox_cmd(host: str, port: int, speed: float) -> None:
+    """Run the provider sandbox (the five providers' APIs, with fault injection)."""
+    import uvicorn
+
+    from sandbox.app import create_app
+    from sandbox.core import Sandbox
+
+    click.echo(f"sandbox on http://{host}:{port}  (control API: /_sandbox/…)")
+    uvicorn.run(create_app(Sandbox(speed=speed)), host=host, port=port, log_level="info")
