@@ -13,6 +13,9 @@ accepted as well (scripts). POSTs from a session need the per-session CSRF token
 an ``Origin`` header, when sent, must be this site.
 
 Blocking work (boto3, provider calls, Celery publishing) runs in a thread.
+
+Size: one concept, the dashboard's routes and the queries behind its pages; the HTML is in the
+templates.
 """
 
 from __future__ import annotations

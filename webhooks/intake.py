@@ -4,6 +4,9 @@ Checked in the contract's order: 404 unknown account → 401 token → 413 body 
 no further) → 422 unparseable → 503 Redis down → 200 once durable. The 200 is sent only after the
 record (created with dedup) and the Celery message that wakes the worker are written by one Redis
 script, with the raw log entry in the same round trip. Every request, refused ones too, is logged.
+
+Size: one concept, the webhook route in the contract's order of checks; its fast paths stay in
+one place so that bench/ingest measures what is here.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ by python-multipart, never by hand).
 The PrimeVox inbound webhook runs through ``FieldRoles``, ``page_count``, ``parse_time``,
 ``flatten``, ``is_url`` and ``id_text`` on every request (the ingest hot path that
 ``bench/ingest`` measures): those are written for speed, and ``field_key`` is cached.
+
+Size: one concept, the provider-independent field helpers; splitting them would put back the
+copies this module replaced.
 """
 
 from __future__ import annotations

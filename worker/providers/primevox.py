@@ -34,6 +34,9 @@ Assumptions beyond the docs (kept tolerant, every raw field is kept on the recor
 - Destinations: US numbers only (docs: "We do not support faxing outside of the USA"); sent as ten
   digits (the leading 1 is optional per the docs). NANP numbers outside the US (Canada, Caribbean)
   are left for PrimeVox to refuse ("You cannot fax international destinations.").
+
+Size: one concept, one provider (DESIGN principle 5): its client, webhook parsers, status and
+error tables stay together so that nothing else knows a PrimeVox field name.
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ Assumptions beyond the docs (each kept tolerant; raw fields are always kept):
   (``ERROR_STATUS``).
 - A submit whose answer is unreadable (a 2xx that is not JSON, a 500/502/504 page, or a
   "Success" without ``job_id``) may have queued a job: it raises OutcomeUnknownError.
+
+Size: one concept, one provider (DESIGN principle 5): its client, token cache, webhook parsers,
+status and error tables stay together so that nothing else knows a UCX field name.
 """
 
 from __future__ import annotations

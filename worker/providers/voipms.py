@@ -29,6 +29,9 @@ Assumptions beyond the docs (kept in one place so they can be corrected):
 - Destinations are North American numbers written as the docs write them: ten digits.
 - Small calls go as GET with a query string (as the docs' examples do); ``sendFaxMessage`` as a
   urlencoded POST.
+
+Size: one concept, one provider (DESIGN principle 5): its client, webhook parsers, status and
+error tables stay together so that nothing else knows a voip.ms field name.
 """
 
 from __future__ import annotations
