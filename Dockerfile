@@ -44,4 +44,4 @@ WORKDIR /var/lib/faxrelay
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["uvicorn", "--factory", "webhooks.app:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "--factory", "webhooks.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers"]

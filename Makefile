@@ -38,10 +38,19 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The chaos soak's minutes of load in `make bench` (README "Chaos soak"; 10 for the full run).
+CHAOS_MINUTES ?= 3
+# The retention soak's faxes in `make bench` (bench/README.md "soak": the full run is longer).
+SOAK_FAXES ?= 2000
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.archive
+	$(BIN)/python -m bench.headofline
 	$(BIN)/python -m bench.poll
+	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.chaos --minutes $(CHAOS_MINUTES)
+	$(BIN)/python -m bench.soak --faxes $(SOAK_FAXES)
 
 # pip-tools in a venv of its own; resolved against the public index only (local pip configuration
 # is ignored), so the hashes are the published ones. Existing pins are kept where they still fit;

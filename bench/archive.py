@@ -1,18 +1,27 @@
-"""Inbound archive end to end: the real system against a plain download-and-upload loop.
+"""Inbound archive end to end: the real system against a plain download-and-upload loop, over a
+provider that is slow the way real ones are.
 
-``python -m bench.archive [--count 200] [--concurrency 4] [--seed 7] [--big-mb 200]``
+``python -m bench.archive [--count 1000] [--latency 0.5] [--bandwidth 4MB/s] [--concurrency 64]
+[--seed 7] [--big-mb 200]``
 
-Starts SeaweedFS (``weed mini``), the provider sandbox (its own process) and the whole system as in
-the end-to-end tests (``tests.system.System``: Redis, the web app, a Celery worker with
-``--concurrency N``, beat), all on free loopback ports, with production delays (no shrunken leases).
+Starts SeaweedFS (``weed mini``), the provider sandbox (its own process) and the whole system with
+the deployed worker processes at their default settings (``tests.workers.DeployedSystem``: Redis,
+the web app, the worker and the archiver of ``config.workers``, beat), all on free loopback ports,
+with the settings' own delays (no shrunken leases). The sandbox's network model
+(``sandbox.network``) holds every provider call ``--latency`` seconds and sends each body at
+``--bandwidth`` bytes a second, for both sides alike.
 
 1. ``--count`` PrimeVox faxes of mixed sizes (log-uniform 50 KB - 20 MB, fixed seed) are created in the
-   sandbox. Baseline: a thread pool of N downloads each from the sandbox and ``put_object``s it with
-   boto3. Ours: each is announced by the sandbox's webhook to our web app; the worker downloads,
-   checks and archives it (PDF + sidecar); timed until every record is ``archived``.
-2. The worker's memory while it archives one ``--big-mb`` MB PDF: the peak RSS (``VmHWM``, reset
-   first through ``/proc/PID/clear_refs``) of the worker's pool processes, and the worker tree's
-   RSS sampled every 20 ms, against the file's size.
+   sandbox. Baseline: a thread pool of ``--concurrency`` downloads each from the sandbox and
+   ``put_object``s it with boto3. Ours: each is announced by the sandbox's webhook to our web app;
+   the archiver downloads, checks and archives it (PDF + sidecar); timed until every record is
+   ``archived``. The sandbox's peak of downloads in flight is printed for each side.
+2. The archiver's memory while it archives one ``--big-mb`` MB PDF (no latency, no bandwidth cap):
+   the peak RSS (``VmHWM``, reset first through ``/proc/PID/clear_refs``) of the archiver's
+   processes, and their RSS sampled every 20 ms, against the file's size.
+
+``--pool prefork --layout single --ours N`` runs ours the way faxrelay ran before the threads pool
+(one worker over every queue, N processes), for a before/after figure in the same conditions.
 """
 
 from __future__ import annotations
@@ -35,24 +44,19 @@ import httpx
 import redis
 
 from bench.common import HOST, base_env, cpu_seconds, sandbox_process, stop_all, workdir
-from config.embedded import (
-    CELERY_FATAL,
-    ManagedProcess,
-    SeaweedPorts,
-    free_port,
-    start_seaweed,
-    wait_until,
-)
-from config.queues import WORKER_QUEUES, WORKER_READY_KEY
+from config.embedded import ManagedProcess, SeaweedPorts, free_port, start_seaweed
+from config.workers import ARCHIVER
 from sandbox import primevox as sb_primevox
 from sandbox.core import Sandbox, StoredFax
-from tests.system import ROOT, System
+from sandbox.network import parse_rate
+from tests.system import System
+from tests.workers import PRODUCTION_DELAYS, DeployedSystem
 from worker.io.archive import s3_client
 from worker.store import keys
 
 BUCKET = "faxrelay-bench"
 ACCOUNT = "pv"
-TARGET_RATIO = 0.6
+TARGET_RATIO = 0.5
 MB = 1_000_000
 
 
@@ -65,27 +69,23 @@ class Fax:
     pages: int
 
 
-@dataclass
-class BenchSystem(System):
-    """``tests.system.System`` with the worker's pool size as a parameter."""
+def set_network(sandbox_url: str, latency: float, bandwidth: float) -> dict[str, Any]:
+    """The sandbox's network model (also starts a new count of calls in flight)."""
+    answer = httpx.post(
+        f"{sandbox_url}/_sandbox/network",
+        json={"latency": latency, "bandwidth": bandwidth},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    data: dict[str, Any] = answer.json()
+    return data
 
-    concurrency: int = 4
 
-    def start_worker(self) -> None:
-        client = redis.Redis.from_url(self.redis_url)
-        client.delete(WORKER_READY_KEY)
-        proc = ManagedProcess(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
-             "-Q", WORKER_QUEUES, "--concurrency", str(self.concurrency), "-l", "info",
-             "-n", f"bench{time.monotonic_ns()}@%h",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            sink=self._log, env=self.env, cwd=str(ROOT), stop_timeout=20,
-            fatal_markers=CELERY_FATAL,
-        ).start()  # fmt: skip
-        self.procs["worker"] = proc
-        wait_until(lambda: bool(client.exists(WORKER_READY_KEY)), 60, "worker", proc)
-        client.close()
+def network(sandbox_url: str) -> dict[str, Any]:
+    answer = httpx.get(f"{sandbox_url}/_sandbox/network", timeout=10)
+    answer.raise_for_status()
+    data: dict[str, Any] = answer.json()
+    return data
 
 
 # --- faxes in the sandbox ----------------------------------------------------------------------
@@ -112,21 +112,30 @@ def create_faxes(sandbox_url: str, sizes: list[int], seed: int) -> list[Fax]:
 
 
 # --- the baseline: download, upload, nothing else ----------------------------------------------
-def run_baseline(faxes: list[Fax], concurrency: int, s3_endpoint: str, prefix: str) -> float:
-    s3 = s3_client(s3_endpoint)
-    local = threading.local()
-    clients: list[httpx.Client] = []
-    lock = threading.Lock()
+@dataclass
+class Baseline:
+    """The plain loop: one pool of ``concurrency`` threads sharing one keep-alive HTTP client and
+    one boto3 client (both thread-safe), made once and warmed with the warm-up batch, so the timed
+    run pays for transfers only."""
 
-    def one(fax: Fax) -> int:
-        http: httpx.Client | None = getattr(local, "http", None)
-        if http is None:
-            http = local.http = httpx.Client(timeout=120)
-            with lock:
-                clients.append(http)
-        answer = http.get(fax.url)
+    concurrency: int
+    s3_endpoint: str
+    http: httpx.Client = field(init=False)
+    s3: Any = field(init=False)
+    pool: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
+        self.http = httpx.Client(timeout=120, limits=limits)
+        self.s3 = s3_client(self.s3_endpoint)
+        self.pool = ThreadPoolExecutor(self.concurrency)
+
+    def one(self, fax: Fax, prefix: str) -> int:
+        answer = self.http.get(fax.url)
         answer.raise_for_status()
-        s3.put_object(
+        self.s3.put_object(
             Bucket=BUCKET,
             Key=f"{prefix}{fax.id}.pdf",
             Body=answer.content,
@@ -134,15 +143,17 @@ def run_baseline(faxes: list[Fax], concurrency: int, s3_endpoint: str, prefix: s
         )
         return len(answer.content)
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        sizes = list(pool.map(one, faxes))
-    elapsed = time.perf_counter() - started
-    for http in clients:
-        http.close()
-    if sizes != [f.size for f in faxes]:
-        raise RuntimeError("baseline: a download came back with the wrong size")
-    return elapsed
+    def run(self, faxes: list[Fax], prefix: str) -> float:
+        started = time.perf_counter()
+        sizes = list(self.pool.map(lambda fax: self.one(fax, prefix), faxes))
+        elapsed = time.perf_counter() - started
+        if sizes != [f.size for f in faxes]:
+            raise RuntimeError("baseline: a download came back with the wrong size")
+        return elapsed
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.http.close()
 
 
 # --- ours: webhook → web app → Redis → worker → sandbox → S3 -----------------------------------
@@ -294,29 +305,29 @@ class Sampler:
             thread.join(5)
 
 
-def measure_big(system: BenchSystem, sandbox_url: str, size: int, out: IO[str]) -> None:
+def measure_big(system: DeployedSystem, sandbox_url: str, size: int, out: IO[str]) -> None:
     print(
-        f"memory: a fresh worker with one pool process, warmed by one 1 MB fax, archives one "
-        f"{size / MB:.0f} MB fax",
+        f"memory: a fresh archiver with one thread, warmed by one 1 MB fax, archives one "
+        f"{size / MB:.0f} MB fax (no latency, no bandwidth cap)",
         file=out,
         flush=True,
     )
+    set_network(sandbox_url, 0.0, 0.0)
     faxes = create_faxes(sandbox_url, [size], seed=99)
-    system.procs.pop("worker").stop()
-    system.concurrency = 1
+    system.stop_workers()
+    system.concurrency = {**system.concurrency, ARCHIVER.name: 1, "worker": 1}
     system.start_worker()
     run_ours(system, create_faxes(sandbox_url, [MB], seed=98), timeout=120)
-    worker = system.procs["worker"].pid
-    pool = children_of(worker)
-    tree = [worker, *pool]
+    archiver = system.procs[ARCHIVER.name if system.layout == "split" else "worker"].pid
+    tree = [archiver, *children_of(archiver)]  # prefork's pool processes; none with threads
     resettable = all(reset_peak(pid) for pid in tree)
     before = {pid: status_kb(pid, "VmRSS") for pid in tree}
     with Sampler(tree).running() as sampler:
         elapsed, ids = run_ours(system, faxes, timeout=600)
     hwm = {pid: status_kb(pid, "VmHWM") for pid in tree}
     bad = verify_ours(system, ids, faxes)
-    # The pool process that did the work is the one whose RSS rose the most.
-    busiest = max(pool, key=lambda p: max(hwm[p], sampler.peak_kb.get(p, 0)) - before[p])
+    # The process that did the work is the one whose RSS rose the most.
+    busiest = max(tree, key=lambda p: max(hwm[p], sampler.peak_kb.get(p, 0)) - before[p])
     peak = (
         max(hwm[busiest], sampler.peak_kb.get(busiest, 0))
         if resettable
@@ -331,14 +342,14 @@ def measure_big(system: BenchSystem, sandbox_url: str, size: int, out: IO[str]) 
     )
     mib = size / 2**20
     print(
-        f"memory: worker pool process peak RSS {peak / 1024:.0f} MiB "
+        f"memory: archiver process peak RSS {peak / 1024:.0f} MiB "
         f"({'VmHWM after a reset' if resettable else 'sampled every 20 ms'}; "
         f"{before[busiest] / 1024:.0f} MiB before, +{added / 1024:.0f} MiB while archiving) vs the "
         f"file's {mib:.0f} MiB: peak/file {peak / 1024 / mib:.2f}, added/file {added / 1024 / mib:.2f}",
         file=out,
     )
     print(
-        f"memory: whole worker tree ({len(tree)} processes, sampled every 20 ms): peak "
+        f"memory: whole archiver tree ({len(tree)} processes, sampled every 20 ms): peak "
         f"{sampler.peak_tree_kb / 1024:.0f} MiB, {tree_before / 1024:.0f} MiB before "
         f"(+{(sampler.peak_tree_kb - tree_before) / 1024:.0f} MiB)",
         file=out,
@@ -379,10 +390,20 @@ def timed(label: str, out: IO[str], step: Callable[[], Any]) -> Any:
     return result
 
 
+def describe_ours(system: DeployedSystem) -> str:
+    forced = "processes" in system.worker_args
+    return ", ".join(
+        f"{kind.name} x{system.concurrency.get(kind.name, kind.concurrency)} "
+        f"({'prefork' if kind.prefork or forced else 'threads'})"
+        for kind in system.kinds()
+    )
+
+
 def run(args: argparse.Namespace, out: IO[str]) -> int:
     isolate_environment()
     procs: list[ManagedProcess] = []
-    system: BenchSystem | None = None
+    system: DeployedSystem | None = None
+    bandwidth = parse_rate(args.bandwidth)
     with workdir("faxrelay-bench-archive-") as tmp, open(tmp / "servers.log", "a") as log:
         try:
             ports = SeaweedPorts.pick()
@@ -392,59 +413,67 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
             procs.append(sandbox_process(sandbox_port, sink=log))
             sandbox_url = f"http://{HOST}:{sandbox_port}"
             (tmp / "system").mkdir()
-            system = BenchSystem(
+            overrides = {"worker": args.ours, ARCHIVER.name: args.ours} if args.ours else {}
+            system = DeployedSystem(
                 tmp / "system",
                 s3_endpoint,
                 sandbox_url,
                 BUCKET,
-                concurrency=args.concurrency,
-                env_overrides={
-                    # Production timings: a lease that outlives the biggest archive, no early
-                    # re-wakes of records that are simply waiting their turn in the queue.
-                    "FAXRELAY_RETRY_SCALE": "1",
-                    "FAXRELAY_SWEEP_INTERVAL": "2",
-                    "FAXRELAY_WAKE_GRACE": "60",
-                    "FAXRELAY_LEASE_SECONDS": "300",
-                },
+                env_overrides=PRODUCTION_DELAYS,
+                layout=args.layout,
+                concurrency=overrides,
+                worker_args=("-P", "processes") if args.pool == "prefork" else (),
             )
-            timed("started SeaweedFS, sandbox, Redis, web, worker, beat", out, system.start)
+            timed("started SeaweedFS, sandbox, Redis, web, workers, beat", out, system.start)
             sizes = fax_sizes(args.count, args.seed, args.min_kb * 1000, args.max_mb * MB)
             faxes = timed(
                 f"created {args.count} faxes in the sandbox", out,
                 lambda: create_faxes(sandbox_url, sizes, args.seed),
             )  # fmt: skip
-            warm = create_faxes(sandbox_url, [1 * MB] * (2 * args.concurrency), args.seed + 2)
+            warm = create_faxes(
+                sandbox_url, [1 * MB] * min(64, 2 * args.concurrency), args.seed + 2
+            )
             total = sum(f.size for f in faxes)
             print(
                 f"archive: {len(faxes)} faxes, {total / MB:.0f} MB (sizes {min(sizes) / 1000:.0f} KB"
                 f" - {max(sizes) / MB:.1f} MB, median {sorted(sizes)[len(sizes) // 2] / MB:.2f} MB,"
-                f" seed {args.seed}); concurrency {args.concurrency} for both",
+                f" seed {args.seed}); provider latency {args.latency:g} s per call, bandwidth "
+                f"{bandwidth / MB:g} MB/s per connection; baseline concurrency {args.concurrency}, "
+                f"ours {describe_ours(system)}",
                 file=out,
                 flush=True,
             )
-            # Warm-up (not timed): connection pools, the worker's pool processes, S3 volumes.
-            run_baseline(warm, args.concurrency, s3_endpoint, "warm/")
-            run_ours(system, warm, timeout=120)
+            set_network(sandbox_url, args.latency, bandwidth)
+            # Warm-up (not timed): connection pools, the threads on both sides, S3 volumes.
+            baseline = Baseline(args.concurrency, s3_endpoint)
+            baseline.run(warm, "warm/")
+            run_ours(system, warm, timeout=300)
             parts = {
                 "sandbox": procs[1].pid,
                 "SeaweedFS": procs[0].pid,
                 **{name: proc.pid for name, proc in system.procs.items()},
             }
             cpu_before = cpu_snapshot(parts)
-            base_s = run_baseline(faxes, args.concurrency, s3_endpoint, "baseline/")
+            set_network(sandbox_url, args.latency, bandwidth)
+            base_s = baseline.run(faxes, "baseline/")
+            baseline.close()
+            base_peak = network(sandbox_url)["peak"]
             cpu_base = cpu_snapshot(parts)
             print(
-                f"baseline (thread pool: sandbox GET -> boto3 put_object): {base_s:.1f} s  "
-                f"{len(faxes) / base_s:.2f} faxes/s  {total / MB / base_s:.1f} MB/s",
+                f"baseline (thread pool: sandbox GET -> boto3 put_object, shared clients): {base_s:.1f} s  "
+                f"{len(faxes) / base_s:.2f} faxes/s  {total / MB / base_s:.1f} MB/s  "
+                f"(peak downloads in flight {base_peak})",
                 file=out,
                 flush=True,
             )
-            ours_s, ids = run_ours(system, faxes, timeout=900)
+            set_network(sandbox_url, args.latency, bandwidth)
+            ours_s, ids = run_ours(system, faxes, timeout=3600)
+            ours_peak = network(sandbox_url)["peak"]
             cpu_ours = cpu_snapshot(parts)
             print(
-                f"ours (webhook -> web -> Redis -> worker x{args.concurrency} -> S3, PDF check, "
+                f"ours (webhook -> web -> Redis -> {describe_ours(system)} -> S3, PDF check, "
                 f"sidecar): {ours_s:.1f} s  {len(faxes) / ours_s:.2f} faxes/s  "
-                f"{total / MB / ours_s:.1f} MB/s",
+                f"{total / MB / ours_s:.1f} MB/s  (peak downloads in flight {ours_peak})",
                 file=out,
                 flush=True,
             )
@@ -475,12 +504,21 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per provider call")
+    parser.add_argument(
+        "--bandwidth", default="4MB/s", help="per connection, e.g. 4MB/s; 0: unlimited"
+    )
+    parser.add_argument("--concurrency", type=int, default=64, help="the baseline's threads")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--min-kb", type=int, default=50)
     parser.add_argument("--max-mb", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=200, help="0 skips the memory measurement")
+    parser.add_argument("--layout", choices=("split", "single"), default="split")
+    parser.add_argument("--pool", choices=("threads", "prefork"), default="threads")
+    parser.add_argument(
+        "--ours", type=int, default=0, help="threads (processes) per worker; 0: the defaults"
+    )
     args = parser.parse_args()
     sys.exit(run(args, sys.stdout))
 

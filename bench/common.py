@@ -42,8 +42,12 @@ def uvicorn_process(
     sink: IO[str],
     ready_path: str = "/healthz",
     ready_status: Sequence[int] = (200,),
+    workers: int = 1,
 ) -> ManagedProcess:
-    """``uvicorn --factory FACTORY`` on ``HOST:port``; returns once ``ready_path`` answers."""
+    """``uvicorn --factory FACTORY`` on ``HOST:port``; returns once ``ready_path`` answers.
+    ``workers``: web processes sharing the port (uvicorn's ``--workers``)."""
+    flags = list(UVICORN_FLAGS)
+    flags[flags.index("--workers") + 1] = str(workers)
     proc = ManagedProcess(
         name,
         [
@@ -54,7 +58,7 @@ def uvicorn_process(
             factory,
             "--port",
             str(port),
-            *UVICORN_FLAGS,
+            *flags,
         ],
         sink=sink,
         env=env,
@@ -104,6 +108,21 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (uvicorn's worker processes, a pool's children)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found.extend(sorted(frontier))
+    return found
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -1,6 +1,7 @@
 """Inbound webhook ingest: our ``POST /webhooks/{account}/inbound`` against a bare Starlette endpoint.
 
-``python -m bench.ingest [--rounds 3] [--seconds 10] [--connections 32] [--loadgen auto|wrk|python]``
+``python -m bench.ingest [--rounds 3] [--seconds 10] [--connections 32] [--loadgen auto|wrk|python]
+[--fsync always|everysec|both] [--replica] [--web 2]``
 
 Starts a Redis-compatible server and two uvicorn processes with the same flags (one worker, uvloop,
 httptools, no access log): ours (``webhooks.app:create_app``) and a bare app whose endpoint, on the
@@ -9,6 +10,19 @@ same path, reads the body and answers 200. Load: wrk ``-t1 -c32`` when wrk is on
 PrimeVox-style urlencoded body (~250 bytes) with its own ``efaxID``, so each creates a record.
 Rounds alternate ours then bare. Afterwards every 200 our app answered is looked up in Redis: a
 benchmark that loses data is wrong. No Celery worker runs: the wake-up messages queue up.
+
+Redis runs with ``appendfsync always`` (faxrelay's default) unless ``--fsync`` says otherwise;
+``--fsync both`` runs two of ours, one per policy, in the same rounds, and prints what ``always``
+costs against ``everysec``.
+
+``--replica`` gives each of ours' Redis a replica and runs each of ours twice, in the same rounds:
+with FAXRELAY_REDIS_MIN_REPLICAS=0 and with 1 (``+wait``: every 200 waits for the replica, one
+``WAIT`` per group-commit batch), and prints what waiting costs.
+
+``--web N`` adds one more of ours, in the same rounds: N web processes (uvicorn ``--workers N``,
+the kernel spreading the connections over them) in front of one Redis, each process with its own
+group commit and metrics; it prints what N processes take against one. On this 2-core machine
+the load generator and Redis share the cores with them.
 """
 
 from __future__ import annotations
@@ -34,13 +48,14 @@ from bench.common import (
     HOST,
     base_env,
     cpu_seconds,
+    descendants,
     median,
     stop_all,
     uvicorn_process,
     workdir,
 )
-from config.embedded import ManagedProcess, free_port, start_redis
-from config.queues import INTAKE_QUEUE
+from config.embedded import ManagedProcess, free_port, start_redis, wait_until
+from config.queues import HANDLE_INBOUND
 from sandbox import primevox as sb_primevox
 from worker.store import keys
 
@@ -230,7 +245,7 @@ def verify(client: redis.Redis, ids: list[str]) -> tuple[int, int, int, int]:
             pipe.exists(keys.fax_key(fax_id))
         missing += sum(1 for found in pipe.execute() if not found)
     records = int(client.zcard(keys.INDEX_ALL))
-    queued = int(client.llen(INTAKE_QUEUE))
+    queued = int(client.llen(HANDLE_INBOUND.queue))
     return len(ids), missing, records, queued
 
 
@@ -247,14 +262,54 @@ def choose_loader(wanted: str) -> str:
     return wanted
 
 
+def start_replica(
+    data_dir: Path, primary_port: int, appendfsync: str, sink: IO[str]
+) -> ManagedProcess:
+    """A replica of the server on ``primary_port``, in sync when this returns (``--replica``)."""
+    port = free_port()
+    proc = start_redis(data_dir, port, appendfsync=appendfsync, sink=sink)
+    client = redis.Redis(host=HOST, port=port, socket_timeout=2)
+    try:
+        client.replicaof(HOST, primary_port)
+        wait_until(
+            lambda: client.info("replication").get("master_link_status") == "up",
+            30,
+            "the replica",
+            proc,
+        )
+    finally:
+        client.close()
+    return proc
+
+
+def policies(wanted: str) -> list[str]:
+    """The AOF fsync policies ours runs with: one, or both side by side (``--fsync both``)."""
+    return ["always", "everysec"] if wanted == "both" else [wanted]
+
+
 def run(args: argparse.Namespace, out: IO[str]) -> int:
     loader_kind = choose_loader(args.loadgen)
     procs: list[ManagedProcess] = []
+    fsyncs = policies(args.fsync)
+    # One Redis and one web process of ours per policy: "ours" alone, or "ours-always" and
+    # "ours-everysec", each against the same bare endpoint in the same rounds.
+    base_names = ["ours"] if len(fsyncs) == 1 else [f"ours-{p}" for p in fsyncs]
+    # --replica: each of ours runs twice, MIN_REPLICAS 0 and 1 ("+wait"), each with its Redis and
+    # that Redis's replica.
+    waits = [0, 1] if args.replica else [0]
+    variants = [
+        (f"{base}+wait" if wait else base, policy, wait)
+        for base, policy in zip(base_names, fsyncs, strict=True)
+        for wait in waits
+    ]
+    # --web N: one more of ours with N web processes (the first policy, no replica wait).
+    webs = {f"ours-{args.web}web": args.web} if args.web > 1 else {}
+    variants += [(name, fsyncs[0], 0) for name in webs]
+    ours_names = [name for name, _, _ in variants]
+    targets = [*ours_names, "bare"]
+    width = max(len(t) for t in targets)
     with workdir("faxrelay-bench-ingest-") as tmp, open(tmp / "servers.log", "a") as log:
         try:
-            redis_port, ours_port, bare_port = free_port(), free_port(), free_port()
-            procs.append(start_redis(tmp / "redis", redis_port, sink=log))
-            redis_url = f"redis://{HOST}:{redis_port}/0"
             # Nothing listens at the download host: no worker runs, so nothing fetches from it.
             download_base = f"http://{HOST}:{free_port()}"
             config = tmp / "faxrelay.toml"
@@ -264,36 +319,56 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 f'auth = "{sb_primevox.VALID_AUTH}"\ncontainer_id = "{sb_primevox.VALID_CONTAINER}"\n'
                 f'box_id = "{sb_primevox.VALID_BOX}"\n'
             )
-            env = {
-                **base_env(),
-                "FAXRELAY_CONFIG": str(config),
-                "FAXRELAY_REDIS_URL": redis_url,
-                # Not started: the inbound path with a download URL never touches S3.
-                "FAXRELAY_S3_ENDPOINT_URL": f"http://{HOST}:{free_port()}",
-                "FAXRELAY_S3_BUCKET": "faxrelay-bench",
-            }
-            procs.append(
-                uvicorn_process("ours", "webhooks.app:create_app", ours_port, env=env, sink=log)
-            )
-            procs.append(
-                uvicorn_process(
-                    "bare", "bench.ingest:create_bare_app", bare_port, env=env, sink=log
-                )
-            )
-            # Server CPU per request: ours counts its web process and Redis, bare its process.
-            # The web process comes first in each list.
-            pids = {"ours": [procs[1].pid, procs[0].pid], "bare": [procs[2].pid]}
             path = f"/webhooks/{ACCOUNT}/inbound?token={TOKEN}"
-            urls = {
-                "ours": f"http://{HOST}:{ours_port}{path}",
-                "bare": f"http://{HOST}:{bare_port}{path}",
-            }
+            urls: dict[str, str] = {}
+            # Server CPU per request: ours counts its web process and its Redis, bare its
+            # process. The web process comes first in each list.
+            pids: dict[str, list[int]] = {}
+            clients: dict[str, redis.Redis] = {}
+            for name, policy, wait in variants:
+                redis_port, port = free_port(), free_port()
+                server = start_redis(
+                    tmp / f"redis-{name}", redis_port, appendfsync=policy, sink=log
+                )
+                procs.append(server)
+                if args.replica:
+                    procs.append(start_replica(tmp / f"replica-{name}", redis_port, policy, log))
+                redis_url = f"redis://{HOST}:{redis_port}/0"
+                env = {
+                    **base_env(),
+                    "FAXRELAY_CONFIG": str(config),
+                    "FAXRELAY_REDIS_URL": redis_url,
+                    # Not started: the inbound path with a download URL never touches S3.
+                    "FAXRELAY_S3_ENDPOINT_URL": f"http://{HOST}:{free_port()}",
+                    "FAXRELAY_S3_BUCKET": "faxrelay-bench",
+                    "FAXRELAY_REDIS_MIN_REPLICAS": str(wait),
+                }
+                web = uvicorn_process(
+                    name,
+                    "webhooks.app:create_app",
+                    port,
+                    env=env,
+                    sink=log,
+                    workers=webs.get(name, 1),
+                )
+                procs.append(web)
+                pids[name] = [web.pid, *descendants(web.pid), server.pid]
+                urls[name] = f"http://{HOST}:{port}{path}"
+                clients[name] = redis.Redis.from_url(redis_url)
+            bare_port = free_port()
+            bare = uvicorn_process(
+                "bare", "bench.ingest:create_bare_app", bare_port, env=base_env(), sink=log
+            )
+            procs.append(bare)
+            pids["bare"] = [bare.pid]
+            urls["bare"] = f"http://{HOST}:{bare_port}{path}"
             loader = Loader(loader_kind, tmp, body_template(download_base), args.connections)
             print(
                 f"ingest: uvicorn {' '.join(('1 worker', 'uvloop', 'httptools', 'no access log'))}; "
                 f"load: {loader_kind} ({args.connections} connections); "
-                f"{args.rounds} rounds x (ours {args.seconds:g} s, bare {args.seconds:g} s); "
-                f"body {len(body_template(download_base)) + 2} bytes",
+                f"{args.rounds} rounds x ({', '.join(targets)}: {args.seconds:g} s each); "
+                f"body {len(body_template(download_base)) + 2} bytes; "
+                f"Redis AOF appendfsync {' and '.join(fsyncs)}",
                 file=out,
             )
             print(
@@ -301,32 +376,35 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 "the wake-up messages queue up in Redis",
                 file=out,
             )
-            ids_dir = tmp / "ids"
-            ids_dir.mkdir()
+            ids_dirs = {name: tmp / f"ids-{name}" for name in ours_names}
+            for directory in ids_dirs.values():
+                directory.mkdir()
             results: list[RunResult] = []
-            client = redis.Redis.from_url(redis_url)
             # Warm-up (not counted): imports, connection pools, the Lua script's first load.
-            warm_ok = 0
-            for n, target in enumerate(("ours", "bare")):
-                ids_out = ids_dir / f"warm-{target}" if target == "ours" else None
+            warm_ok: dict[str, int] = dict.fromkeys(ours_names, 0)
+            for n, target in enumerate(targets):
+                ids_out = ids_dirs[target] / "warm" if target in ids_dirs else None
                 warm = loader.run(target, urls[target], args.warmup, f"1{n}", ids_out)
-                warm_ok += warm.ok if target == "ours" else 0
+                if target in warm_ok:
+                    warm_ok[target] = warm.ok
             for r in range(args.rounds):
-                for n, target in enumerate(("ours", "bare")):
+                for n, target in enumerate(targets):
                     time.sleep(0.5)
-                    ids_out = ids_dir / f"r{r}-{target}" if target == "ours" else None
+                    ids_out = ids_dirs[target] / f"r{r}" if target in ids_dirs else None
                     cpu_before = [cpu_seconds(p) for p in pids[target]]
-                    forks_before = forks_so_far(client)
+                    client = clients.get(target)
+                    forks_before = forks_so_far(client) if client else 0
                     result = loader.run(target, urls[target], args.seconds, f"{2 + r}{n}", ids_out)
-                    result.forks = forks_so_far(client) - forks_before
+                    result.forks = forks_so_far(client) - forks_before if client else 0
                     cpu = [
                         cpu_seconds(p) - b for p, b in zip(pids[target], cpu_before, strict=True)
                     ]
                     result.cpu_us = sum(cpu) / max(1, result.requests) * 1e6
-                    result.web_cpu_us = cpu[0] / max(1, result.requests) * 1e6
+                    web_cpu = sum(cpu[:-1]) if target in clients else cpu[0]  # ours: + Redis
+                    result.web_cpu_us = web_cpu / max(1, result.requests) * 1e6
                     results.append(result)
                     print(
-                        f"  round {r + 1} {target:4}: {result.rps:8.0f} req/s  "
+                        f"  round {r + 1} {target:{width}}: {result.rps:8.0f} req/s  "
                         f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
                         f"max {result.max_ms:7.2f} ms  cpu {result.cpu_us:5.0f} us/req "
                         f"(web {result.web_cpu_us:3.0f})  redis forks {result.forks}  "
@@ -335,56 +413,114 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                         file=out,
                     )
             # --- did every 200 leave a record? ---------------------------------------------
-            ids = collect_ids(ids_dir)
-            ours_ok = sum(x.ok for x in results if x.target == "ours")
-            seen, missing, records, queued = verify(client, ids)
-            stats = client.info("stats")
-            forks = int(stats.get("total_forks", 0))
-            fork_ms = int(stats.get("latest_fork_usec", 0)) / 1000
-            client.close()
+            checks = {}
+            for name in ours_names:
+                ids = collect_ids(ids_dirs[name])
+                client = clients[name]
+                seen, missing, records, queued = verify(client, ids)
+                stats = client.info("stats")
+                checks[name] = (
+                    seen,
+                    missing,
+                    records,
+                    queued,
+                    int(stats.get("total_forks", 0)),
+                    int(stats.get("latest_fork_usec", 0)) / 1000,
+                )
+                client.close()
         finally:
             stop_all(procs)
-    ours = [x for x in results if x.target == "ours"]
-    bare = [x for x in results if x.target == "bare"]
-    ours_rps, bare_rps = median([x.rps for x in ours]), median([x.rps for x in bare])
-    ours_p99, bare_p99 = median([x.p99_ms for x in ours]), median([x.p99_ms for x in bare])
-    ratio = ours_rps / bare_rps if bare_rps else 0.0
-    acknowledged = ours_ok + warm_ok
-    duplicates = sum(x.duplicates for x in ours)
-    errors = sum(x.errors for x in results)
-    for label, runs, rps, p99 in (
-        ("bare", bare, bare_rps, bare_p99),
-        ("ours", ours, ours_rps, ours_p99),
-    ):
+    return report(results, ours_names, checks, warm_ok, out)
+
+
+def report(
+    results: list[RunResult],
+    ours_names: list[str],
+    checks: dict[str, tuple[int, int, int, int, int, float]],
+    warm_ok: dict[str, int],
+    out: IO[str],
+) -> int:
+    """The figures of each target, the ratios, the data checks; the exit status."""
+    runs = {t: [x for x in results if x.target == t] for t in [*ours_names, "bare"]}
+    rps = {t: median([x.rps for x in r]) for t, r in runs.items()}
+    p99 = {t: median([x.p99_ms for x in r]) for t, r in runs.items()}
+    width = max(len(t) for t in runs)
+    for label in ["bare", *ours_names]:
         print(
-            f"{label} : {rps:8.0f} req/s (median of {len(runs)})  p99 {p99:.2f} ms "
-            f"(median of rounds; worst {max(x.p99_ms for x in runs):.2f} ms)  "
-            f"server CPU {median([x.cpu_us for x in runs]):.0f} us/request "
-            f"(web process {median([x.web_cpu_us for x in runs]):.0f})",
+            f"{label:{width}} : {rps[label]:8.0f} req/s (median of {len(runs[label])})  "
+            f"p99 {p99[label]:.2f} ms (median of rounds; worst "
+            f"{max(x.p99_ms for x in runs[label]):.2f} ms)  server CPU "
+            f"{median([x.cpu_us for x in runs[label]]):.0f} us/request (web process "
+            f"{median([x.web_cpu_us for x in runs[label]]):.0f})",
             file=out,
         )
-    ok_ratio = ratio >= TARGET_RATIO and ours_p99 <= TARGET_P99_MS
-    print(
-        f"ratio ours/bare: {ratio:.3f}  (target >= {TARGET_RATIO:.2f} with p99 <= "
-        f"{TARGET_P99_MS:.0f} ms: {'met' if ok_ratio else 'NOT met'})",
-        file=out,
-    )
-    lost = missing + (acknowledged - seen)
-    print(
-        f"data check: {acknowledged} answered 200 by ours (warm-up included), {seen} record ids "
-        f"in the answers, {missing} of them missing in Redis; {records} records in Redis, "
-        f"{queued} wake-up messages queued (worker not running); {duplicates} answered as "
-        f"duplicates; {errors} non-200 or socket errors -> {'OK' if lost == 0 else 'DATA LOST'}",
-        file=out,
-    )
-    print(
-        f"redis: {forks} forks (AOF rewrites) during the run; the last took {fork_ms:.1f} ms",
-        file=out,
-    )
-    if records < acknowledged or queued != records:
-        print("data check: records or queued messages fewer than acknowledged webhooks", file=out)
-        return 1
-    return 0 if lost == 0 and errors == 0 else 1
+    status = 0
+    for name in ours_names:
+        ratio = rps[name] / rps["bare"] if rps["bare"] else 0.0
+        ok_ratio = ratio >= TARGET_RATIO and p99[name] <= TARGET_P99_MS
+        print(
+            f"ratio {name}/bare: {ratio:.3f}  (target >= {TARGET_RATIO:.2f} with p99 <= "
+            f"{TARGET_P99_MS:.0f} ms: {'met' if ok_ratio else 'NOT met'})",
+            file=out,
+        )
+    for name in ours_names:
+        if name.endswith("+wait") and rps[name.removesuffix("+wait")]:
+            without = name.removesuffix("+wait")
+            print(
+                f"MIN_REPLICAS=1 vs 0 ({name} vs {without}, each with a replica): "
+                f"{rps[name] / rps[without]:.3f} of the req/s; p50 "
+                f"{median([x.p50_ms for x in runs[name]]):.2f} vs "
+                f"{median([x.p50_ms for x in runs[without]]):.2f} ms, p99 {p99[name]:.2f} vs "
+                f"{p99[without]:.2f} ms",
+                file=out,
+            )
+    for name in ours_names:
+        if name.endswith("web") and rps[ours_names[0]]:
+            print(
+                f"{name} vs {ours_names[0]} (several web processes vs one, same Redis policy): "
+                f"{rps[name] / rps[ours_names[0]]:.2f}x the req/s; p99 {p99[name]:.2f} vs "
+                f"{p99[ours_names[0]]:.2f} ms",
+                file=out,
+            )
+    fsync_pair = [
+        n for n in ours_names if n.startswith("ours-") and not n.endswith(("+wait", "web"))
+    ]
+    if len(fsync_pair) == 2:
+        always, everysec = fsync_pair
+        cost = 1 - rps[always] / rps[everysec] if rps[everysec] else 0.0
+        print(
+            f"appendfsync always vs everysec: {rps[always] / max(rps[everysec], 1e-9):.3f} of "
+            f"the req/s (always costs {cost:.1%}); p99 {p99[always]:.2f} vs "
+            f"{p99[everysec]:.2f} ms",
+            file=out,
+        )
+    for name in ours_names:
+        seen, missing, records, queued, forks, fork_ms = checks[name]
+        acknowledged = sum(x.ok for x in runs[name]) + warm_ok[name]
+        duplicates = sum(x.duplicates for x in runs[name])
+        errors = sum(x.errors for x in runs[name])
+        lost = missing + (acknowledged - seen)
+        print(
+            f"data check {name}: {acknowledged} answered 200 (warm-up included), {seen} record "
+            f"ids in the answers, {missing} of them missing in Redis; {records} records in "
+            f"Redis, {queued} wake-up messages queued (worker not running); {duplicates} "
+            f"answered as duplicates; {errors} non-200 or socket errors -> "
+            f"{'OK' if lost == 0 else 'DATA LOST'}",
+            file=out,
+        )
+        print(
+            f"redis {name}: {forks} forks (AOF rewrites) during the run; the last took "
+            f"{fork_ms:.1f} ms",
+            file=out,
+        )
+        if records < acknowledged or queued != records:
+            print("data check: records or queued messages fewer than acknowledged", file=out)
+            status = 1
+        if lost or errors:
+            status = 1
+    if sum(x.errors for x in runs["bare"]):
+        status = 1
+    return status
 
 
 def main() -> None:
@@ -394,6 +530,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--web", type=int, default=1, help="also run ours with this many web processes"
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=("always", "everysec", "both"),
+        default="always",
+        help="Redis AOF appendfsync for ours (both: one of ours per policy, side by side)",
+    )
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="give ours' Redis a replica; run ours with MIN_REPLICAS=0 and 1 side by side",
+    )
     args = parser.parse_args()
     sys.exit(run(args, sys.stdout))
 

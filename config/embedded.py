@@ -44,6 +44,15 @@ MISSING_S3 = (
 )
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (0600 from its creation: a password, a token, a
+    configuration or an endpoints file that holds one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)  # it may have existed with a wider mode
+
+
 def free_port(host: str = "127.0.0.1", below: int = 55000, grpc_offset: int = 0) -> int:
     """A free port (and, with ``grpc_offset``, port + offset free too: SeaweedFS opens both)."""
     for _ in range(200):
@@ -181,16 +190,24 @@ def start_redis(
     data_dir: Path,
     port: int,
     *,
-    appendfsync: str = "everysec",
+    appendfsync: str = "always",
     sink: IO[str] | None = None,
     host: str = "127.0.0.1",
+    password: str = "",
 ) -> ManagedProcess:
-    """A Redis-compatible server with AOF on and no eviction (an evicted key is a lost fax)."""
+    """A Redis-compatible server with AOF on and no eviction (an evicted key is a lost fax).
+
+    ``password``: clients must AUTH with it. It goes in a configuration file only its owner may
+    read (``faxrelay-redis.conf`` in ``data_dir``), never on the command line, where any local
+    user would see it."""
     if appendfsync not in ("everysec", "always"):
         raise ValueError("appendfsync must be everysec or always")
     data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "faxrelay-redis.conf"
+    write_private(conf, f"requirepass {password}\n" if password else "")
     argv = [
         find_redis_server(),
+        str(conf.resolve()),
         "--bind", host,
         "--port", str(port),
         "--dir", str(data_dir.resolve()),
@@ -201,7 +218,7 @@ def start_redis(
         "--protected-mode", "no",
     ]  # fmt: skip
     proc = ManagedProcess("redis", argv, sink=sink or sys.stdout, stop_timeout=10).start()
-    client = redis.Redis(host=host, port=port, socket_timeout=1)
+    client = redis.Redis(host=host, port=port, socket_timeout=1, password=password or None)
     # While the AOF loads, the server answers LOADING: ping raises until it is done.
     try:
         wait_until(lambda: bool(client.ping()), 30, "the Redis-compatible server", proc)

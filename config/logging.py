@@ -91,6 +91,8 @@ def secret_values() -> list[str]:
     values += settings.api_token_values
     if settings.event_secret is not None:
         values.append(settings.event_secret.get_secret_value())
+    if settings.metrics_token is not None:
+        values.append(settings.metrics_token.get_secret_value())
     values += [s.secret.get_secret_value() for s in settings.subscribers]
     for account in settings.accounts.values():
         if account.webhook_token is not None:

@@ -20,7 +20,8 @@ SEND_QUEUE = "faxrelay.send"
 POLL_QUEUE = "faxrelay.poll"
 EVENTS_QUEUE = "faxrelay.events"
 
-# Every worker consumes every queue.
+# The deployed worker processes split these between them (config/workers.py); a worker that
+# consumes them all (the tests' single worker) takes WORKER_QUEUES.
 QUEUES = (DEFAULT_QUEUE, INTAKE_QUEUE, ARCHIVE_QUEUE, SEND_QUEUE, POLL_QUEUE, EVENTS_QUEUE)
 WORKER_QUEUES = ",".join(QUEUES)  # as ``celery worker -Q`` takes them
 # kombu's Redis transport writes a queue's bindings under this key once a worker consumes the
@@ -35,26 +36,31 @@ class Route(NamedTuple):
     queue: str
 
 
-HANDLE_INBOUND = Route("faxrelay.handle_inbound", INTAKE_QUEUE)
+# A webhook's wake-up archives the fax at once: it is archive work, on the archive queue.
+HANDLE_INBOUND = Route("faxrelay.handle_inbound", ARCHIVE_QUEUE)
 RECONCILE_ACCOUNT = Route("faxrelay.reconcile_account", INTAKE_QUEUE)
 RECONCILE_ALL = Route("faxrelay.reconcile_all", INTAKE_QUEUE)
 SWEEP = Route("faxrelay.sweep", INTAKE_QUEUE)
+RETAIN = Route("faxrelay.retain", INTAKE_QUEUE)  # files final records in S3, then removes them
 ARCHIVE_FAX = Route("faxrelay.archive_fax", ARCHIVE_QUEUE)
 SUBMIT_FAX = Route("faxrelay.submit_fax", SEND_QUEUE)
 POLL_FAX = Route("faxrelay.poll_fax", POLL_QUEUE)
 DELIVER_EVENT = Route("faxrelay.deliver_event", EVENTS_QUEUE)
 SEND_FAX = Route("faxrelay.send_fax", DEFAULT_QUEUE)  # the public, queue-driven send
+BACKFILL = Route("faxrelay.backfill", INTAKE_QUEUE)  # one started over the API
 
 ROUTES = (
     HANDLE_INBOUND,
     RECONCILE_ACCOUNT,
     RECONCILE_ALL,
     SWEEP,
+    RETAIN,
     ARCHIVE_FAX,
     SUBMIT_FAX,
     POLL_FAX,
     DELIVER_EVENT,
     SEND_FAX,
+    BACKFILL,
 )
 
 

@@ -12,7 +12,8 @@ digits, a file that is not a PDF) and 404 for a uuid it does not know under that
 
 A job passes through Loading, Converting, Pending, Sending and ends Success or Failed over
 ``sb.job_duration["callerip"]`` seconds of sandbox clock; its ending comes from
-``sb.next_outcome`` (every outcome but ``success`` ends Failed: CallerIP gives no reason).
+``sb.next_outcome`` (every outcome but ``success`` ends Failed: CallerIP gives no reason); with
+``sandbox.timing``'s fax-shaped model on, the plan and its ending come from that model.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.core import Job, Sandbox
+from sandbox.timing import FAILED, QUEUED, SENDING, SUCCESS, Plan
 
 PROVIDER = "callerip"
 
@@ -37,6 +39,16 @@ TOKENS = (VALID_TOKEN, OTHER_TOKEN)
 NUMBER = re.compile(r"^[0-9]{10}$")
 # Share of the job's duration at which each state begins.
 PLAN = (("Loading", 0.0), ("Converting", 0.15), ("Pending", 0.35), ("Sending", 0.55))
+
+
+# sandbox.timing's phases in CallerIP's words; a job's first wait in the queue is spelled out.
+WORDS = {QUEUED: "Pending", SENDING: "Sending", SUCCESS: "Success", FAILED: "Failed"}
+FIRST_WAIT = (("Loading", 0.0), ("Converting", 1.0), ("Pending", 2.0))
+
+
+def _words(plan: Plan) -> list[tuple[str, float]]:
+    words = [(WORDS[phase], at) for phase, at in plan[1:]]
+    return [*FIRST_WAIT, *words]
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -87,9 +99,14 @@ def routes(sb: Sandbox) -> list[BaseRoute]:
         if cover == "Y" and not (fields.get("coverTo") and fields.get("coverFrom")):
             return _error("A cover page needs coverFrom and coverTo", 400)
         outcome = sb.next_outcome(PROVIDER)
-        duration = sb.job_duration[PROVIDER]
-        plan = [(word, share * duration) for word, share in PLAN]
-        plan.append(("Success" if outcome == "success" else "Failed", duration))
+        shaped = sb.fax_plan(PROVIDER, content)
+        if shaped is not None:  # timings like a real fax's (sandbox.timing)
+            plan = _words(shaped)
+            outcome = "success" if plan[-1][0] == "Success" else "failed"
+        else:
+            duration = sb.job_duration[PROVIDER]
+            plan = [(word, share * duration) for word, share in PLAN]
+            plan.append(("Success" if outcome == "success" else "Failed", duration))
         job_id = str(uuid.UUID(int=sb.random.getrandbits(128), version=4))
         with sb.lock:
             sb.jobs[PROVIDER][job_id] = Job(

@@ -12,26 +12,43 @@ request is logged and injected faults apply.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+
+from sandbox.network import Network
+from sandbox.pdf import count_pages
+from sandbox.timing import FaxTiming, Plan
 
 PROVIDERS = ("primevox", "ucx", "voipnow", "voipms", "callerip")
 
 # Fault kinds the control API accepts.
 #   error:     answer ``status`` with ``body`` (default: a 5xx with a short text)
 #   hang:      wait ``seconds`` (default 30) before handling the call normally
-#   truncate:  (downloads) send only half the file but announce its full length
+#   late:      handle the call at once, then hold its answer ``seconds``: the provider did the
+#              work (took the job) and the caller, timing out first, never learns it
+#   truncate:  (downloads) send only half the file but announce its full length, then close
+#   drip:      (downloads) send the whole file, in small pieces spread over ``seconds``
 #   not_pdf:   (downloads) send an HTML page instead of the file
 #   expired:   (downloads) answer 404 as the provider does once the file is gone
-FAULT_KINDS = ("error", "hang", "truncate", "not_pdf", "expired")
+FAULT_KINDS = ("error", "hang", "late", "truncate", "drip", "not_pdf", "expired")
+DOWNLOAD_FAULTS = ("truncate", "drip", "not_pdf", "expired")
+DRIP_PIECES = 20  # a dripped body arrives in this many pieces, evenly spaced
+
+# Seconds to hold the current request's answer (a ``late`` fault): ``app.HoldAnswers`` puts a
+# list here for each request, ``intercept`` appends to it, and the middleware waits before the
+# answer's first byte. A list, so the handler's additions are seen whatever context it ran in.
+LATE_ANSWER: ContextVar[list[float] | None] = ContextVar("sandbox_late_answer", default=None)
 
 
 class Clock:
@@ -125,6 +142,12 @@ class Job:
     document: bytes = b""
     cancelled_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The document's digest: what tells an outside checker which send a job carries.
+    document_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.document and not self.document_sha256:
+            self.document_sha256 = hashlib.sha256(self.document).hexdigest()
 
     def state_at(self, now: float) -> str:
         word = self.plan[0][0]
@@ -145,6 +168,7 @@ class Sandbox:
         self.random = random.Random(seed)
         self.log: deque[LoggedRequest] = deque(maxlen=100_000)
         self.faults: dict[tuple[str, str], list[Fault]] = {}
+        self.recoveries = 0  # counts clear_faults(): a held (``late``) answer waits for no more
         self.inbound: dict[str, dict[str, StoredFax]] = {p: {} for p in PROVIDERS}
         self.jobs: dict[str, dict[str, Job]] = {p: {} for p in PROVIDERS}
         # Outcome of the next jobs per provider: "success", "busy", "no_answer", "failed",
@@ -152,6 +176,10 @@ class Sandbox:
         self.job_outcomes: dict[str, deque[str]] = {p: deque() for p in PROVIDERS}
         # Seconds (sandbox clock) a job takes from submit to its final state.
         self.job_duration: dict[str, float] = dict.fromkeys(PROVIDERS, 4.0)
+        # Providers whose jobs take as long as real faxes instead (``sandbox.timing``).
+        self.timing: dict[str, FaxTiming] = {}
+        # Latency and bandwidth of every provider call (``sandbox.network``).
+        self.network = Network()
         self._seq = itertools.count(1)
         self._ids = itertools.count(1000)
         self.lock = threading.Lock()
@@ -164,6 +192,11 @@ class Sandbox:
     def add_fault(self, provider: str, operation: str, fault: Fault) -> None:
         self.faults.setdefault((provider, operation), []).append(fault)
 
+    def clear_faults(self) -> None:
+        """The provider recovers: no pending fault, and answers held late go out now."""
+        self.faults.clear()
+        self.recoveries += 1
+
     def take_fault(self, provider: str, operation: str, kinds: tuple[str, ...]) -> Fault | None:
         """The next pending fault of one of ``kinds`` for this operation, used up by one call."""
         queue = self.faults.get((provider, operation), [])
@@ -174,6 +207,15 @@ class Sandbox:
                     queue.remove(fault)
                 return fault
         return None
+
+    def fax_plan(self, provider: str, document: bytes) -> Plan | None:
+        """A fax-shaped plan for a new job carrying ``document`` (phases of ``sandbox.timing``),
+        or None when the provider's jobs take the fixed ``job_duration``."""
+        timing = self.timing.get(provider)
+        if timing is None:
+            return None
+        with self.lock:
+            return timing.plan(count_pages(document))
 
     def next_outcome(self, provider: str) -> str:
         queue = self.job_outcomes[provider]
@@ -187,7 +229,7 @@ class Sandbox:
         request: Request,
         fields: dict[str, Any] | None = None,
     ) -> tuple[LoggedRequest, Response | None]:
-        """Log the call and apply an ``error`` or ``hang`` fault.
+        """Log the call and apply an ``error``, ``hang`` or ``late`` fault.
 
         Returns the log entry (set its ``status`` via ``answered``) and, when a fault answers
         instead of the handler, that response.
@@ -204,6 +246,10 @@ class Sandbox:
             fields=fields or {},
         )
         self.log.append(entry)
+        late = self.take_fault(provider, operation, ("late",))
+        held = LATE_ANSWER.get()
+        if late is not None and held is not None:
+            held.append(late.seconds)
         hang = self.take_fault(provider, operation, ("hang",))
         if hang is not None:
             await asyncio.sleep(hang.seconds)
@@ -232,29 +278,53 @@ class Sandbox:
         ]
 
     # --- download body faults ----------------------------------------------------
+    def download_fault(self, provider: str, operation: str) -> Fault | None:
+        """The next pending fault of a download's body (truncate, drip, not_pdf, expired)."""
+        return self.take_fault(provider, operation, DOWNLOAD_FAULTS)
+
     def download_body(self, provider: str, operation: str, pdf: bytes) -> Response | bytes:
         """The bytes a download should send, or the response a fault gives instead."""
-        fault = self.take_fault(provider, operation, ("truncate", "not_pdf", "expired"))
+        fault = self.download_fault(provider, operation)
         if fault is None:
             return pdf
         if fault.kind == "expired":
             return Response("Not Found", status_code=404, media_type="text/plain")
         if fault.kind == "not_pdf":
-            return b"<html><body>Your session has expired. Please log in.</body></html>"
-        return Response(  # truncate: announce the full length, send half
-            pdf[: len(pdf) // 2],
-            media_type="application/pdf",
-            headers={"content-length": str(len(pdf))},
-        )
+            return NOT_PDF
+        return faulty_body(fault, pdf, "application/pdf")
 
     # --- state for tests ---------------------------------------------------------
     def reset(self) -> None:
         with self.lock:
             self.log.clear()
-            self.faults.clear()
+            self.clear_faults()
             for p in PROVIDERS:
                 self.inbound[p].clear()
                 self.jobs[p].clear()
                 self.job_outcomes[p].clear()
                 self.job_duration[p] = 4.0
+            self.timing.clear()
+            self.network.reset()
             self.clock = Clock(1.0)  # real time again, whatever a test did to the clock
+
+
+NOT_PDF = b"<html><body>Your session has expired. Please log in.</body></html>"
+
+
+def faulty_body(fault: Fault, whole: bytes, media_type: str) -> Response:
+    """``whole`` as a ``truncate`` or ``drip`` fault sends it, announcing its full length."""
+    headers = {"content-length": str(len(whole))}
+    if fault.kind == "drip":
+        return StreamingResponse(
+            _drip(whole, fault.seconds), media_type=media_type, headers=headers
+        )
+    # truncate: half of it; the server closes the connection when the answer ends short
+    return Response(whole[: len(whole) // 2], media_type=media_type, headers=headers)
+
+
+async def _drip(whole: bytes, seconds: float) -> AsyncIterator[bytes]:
+    piece = max(1, -(-len(whole) // DRIP_PIECES))
+    for start in range(0, len(whole), piece):
+        if start:
+            await asyncio.sleep(seconds / DRIP_PIECES)
+        yield whole[start : start + piece]

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox.core import Job, Sandbox, StoredFax
+from sandbox.core import NOT_PDF, Job, Sandbox, StoredFax, faulty_body
 
 NAME = "voipms"
 PATH = "/api/v1/rest.php"
@@ -338,20 +338,16 @@ def get_fax_message_pdf(
     if fax is None:
         raise _Fail("invalid_id")
     pdf = fax.pdf if isinstance(fax, StoredFax) else fax.document
-    body = sb.download_body(NAME, "getFaxMessagePDF", pdf)
-    if isinstance(body, bytes):
-        return {"status": "success", "message_base64": base64.b64encode(body).decode("ascii")}
-    if body.status_code == 404:  # expired: voip.ms no longer knows the message
+    fault = sb.download_fault(NAME, "getFaxMessagePDF")
+    if fault is not None and fault.kind == "expired":  # voip.ms no longer knows the message
         raise _Fail("invalid_id")
-    # truncate: announce the whole JSON answer, send half of it
-    whole = JSONResponse(
-        {"status": "success", "message_base64": base64.b64encode(pdf).decode("ascii")}
-    ).body
-    return Response(
-        bytes(whole[: len(whole) // 2]),
-        media_type="application/json",
-        headers={"content-length": str(len(whole))},
-    )
+    if fault is not None and fault.kind == "not_pdf":
+        pdf = NOT_PDF
+    answer = {"status": "success", "message_base64": base64.b64encode(pdf).decode("ascii")}
+    if fault is None or fault.kind == "not_pdf":
+        return answer
+    # truncate or drip: the whole JSON answer, cut short or sent slowly
+    return faulty_body(fault, bytes(JSONResponse(answer).body), "application/json")
 
 
 def delete_fax_message(sb: Sandbox, st: VoipMsState, p: dict[str, str]) -> dict[str, Any]:

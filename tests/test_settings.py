@@ -302,18 +302,19 @@ def test_env_wins_over_toml(config, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_api_tokens_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAXRELAY_API_TOKENS", " tok-one , tok-two,,tok-three ")
+    one, two, three = "tok-one-4f1c9a2e", "tok-two-8d3b5c7a", "tok-three-6e2a1f0b"
+    monkeypatch.setenv("FAXRELAY_API_TOKENS", f" {one} , {two},,{three} ")
     monkeypatch.setenv("FAXRELAY_CALLBACK_HOSTS", "a.example, b.example")
     settings = load_settings()
-    assert settings.api_token_values == ("tok-one", "tok-two", "tok-three")
+    assert settings.api_token_values == (one, two, three)
     assert settings.callback_hosts == ("a.example", "b.example")
 
 
 def test_api_tokens_env_wins_over_toml_list(config, monkeypatch: pytest.MonkeyPatch) -> None:
-    config(render(top={"api_tokens": ["toml-a", "toml-b"]}))
-    assert load_settings().api_token_values == ("toml-a", "toml-b")
-    monkeypatch.setenv("FAXRELAY_API_TOKENS", "env-a")
-    assert load_settings().api_token_values == ("env-a",)
+    config(render(top={"api_tokens": ["toml-a-0e5c3b9d7f", "toml-b-7a2d4f6c1e"]}))
+    assert load_settings().api_token_values == ("toml-a-0e5c3b9d7f", "toml-b-7a2d4f6c1e")
+    monkeypatch.setenv("FAXRELAY_API_TOKENS", "env-a-3c8e1b5f9d")
+    assert load_settings().api_token_values == ("env-a-3c8e1b5f9d",)
 
 
 def test_bad_env_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -143,7 +143,7 @@ def test_concurrent_updates_lose_nothing_and_never_go_back(redis_url: str, store
     record = make(Direction.OUTBOUND)
     store.create(record)
     targets = [State.SUBMITTED, State.SENDING, State.DELIVERED]
-    rounds = 5
+    rounds = 4  # 10 threads: the history stays under records.HISTORY_CAP, every edit in it
     stop = threading.Event()
     seen: list[State] = []
 
@@ -415,6 +415,8 @@ def test_the_key_layout_is_the_one_redis_already_holds() -> None:
     assert keys.DELIVERIES_DUE == "fr:deliveries:due"
     assert keys.webhook_log_key("wh_1") == "fr:wh:wh_1"
     assert keys.WEBHOOK_LOG_INDEX == "fr:wh:ix"
+    assert keys.webhook_log_bucket("main") == "fr:wh:ix:main"
+    assert (keys.FINAL, keys.UNFILED, keys.STATS) == ("fr:final", "fr:final:unfiled", "fr:stats")
     assert keys.reconciled_key("main") == "fr:reconciled:main"
     assert (keys.JOB_TTL, keys.PENDING_STATUS_TTL, keys.DELIVERY_TTL) == (
         30 * 86400,
@@ -434,6 +436,8 @@ def test_the_scripts_write_the_documented_keys(store: FaxStore) -> None:
         "fr:ix:acct:acct-x",
         f"fr:ix:state:{record.state}",
         "fr:due",
+        "fr:stats",
+        keys.day_stats_key(int(time.time() // 86400)),
     }
     store.update(record.id, lambda r: transition(r, State.SUBMITTED))
     assert not store.redis.exists(f"fr:ix:state:{record.state}")

@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from tests.system import wait_for
 from worker.io.archive import s3_client
@@ -81,6 +83,17 @@ def test_up_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
         wait_ready(port, proc, log)
         endpoints = json.loads((state_dir / "endpoints.json").read_text())
         assert endpoints["web_url"] == f"http://127.0.0.1:{port}"
+        # Files that hold a secret are their owner's only; the embedded Redis wants a password.
+        secret_files = ["endpoints.json", "sandbox-api-token", "sandbox-webhook-token"]
+        secret_files += ["sandbox.toml", "redis-password", "redis/faxrelay-redis.conf"]
+        for name in secret_files:
+            assert (state_dir / name).stat().st_mode & 0o777 == 0o600, name
+        import redis
+
+        bare = urlsplit(endpoints["redis_url"])
+        assert bare.password
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=bare.hostname or "", port=bare.port or 0).ping()
         token = (state_dir / "sandbox-webhook-token").read_text().strip()
         sandbox = endpoints["sandbox_url"]
         fax = httpx.post(f"{sandbox}/_sandbox/inbound", json={"provider": "primevox"}).json()

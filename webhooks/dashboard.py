@@ -10,7 +10,12 @@ signed with itsdangerous (key: ``FAXRELAY_DASHBOARD_SECRET``, else derived from 
 changing the tokens ends every session). The session names a hash of the token it was opened with:
 a token removed from the configuration logs its sessions out. ``Authorization: Bearer`` is
 accepted as well (scripts). POSTs from a session need the per-session CSRF token in the form, and
-an ``Origin`` header, when sent, must be this site.
+an ``Origin`` header, when sent, must be this site. Forms are read under a cap
+(``webhooks.bodies.small_form``): nobody has to be logged in to send ``/login`` a body.
+
+Behind a TLS-terminating proxy, "this site" and the cookie's Secure flag come from the scheme the
+client used, which the app takes from a trusted proxy's ``X-Forwarded-Proto`` (``webhooks.proxy``,
+``FAXRELAY_FORWARDED_ALLOW_IPS``), and the ``Host`` the proxy passes through.
 
 Blocking work (boto3, provider calls, Celery publishing) runs in a thread.
 
@@ -39,7 +44,6 @@ from urllib.parse import urlencode, urlsplit
 
 import anyio
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -48,6 +52,7 @@ from starlette.templating import Jinja2Templates
 from config.settings import Settings
 from webhooks import stats
 from webhooks.api import bearer_ok
+from webhooks.bodies import BodyTooLarge, small_form
 from webhooks.intake import Answer
 from worker import metrics
 from worker.domain import Direction, FaxRecord, State, parse_iso
@@ -194,10 +199,13 @@ class Dashboard:
             raise Refused(RedirectResponse(f"/login?{return_to}", status_code=303))
         raise Refused(self._plain(401, "log in first"))
 
-    async def _auth_post(self, request: Request) -> tuple[Auth, FormData]:
+    async def _auth_post(self, request: Request) -> tuple[Auth, dict[str, str]]:
         auth = self._auth(request)
         self._check_origin(request)
-        form = await request.form()
+        try:
+            form = await small_form(request)
+        except BodyTooLarge as exc:
+            raise Refused(self._plain(413, str(exc))) from None
         if auth.via == "session":
             given = str(form.get("csrf") or "")
             if not hmac.compare_digest(given.encode(), auth.csrf.encode()):
@@ -254,7 +262,10 @@ class Dashboard:
             self._check_origin(request)
         except Refused as refused:
             return refused.response
-        form = await request.form()
+        try:
+            form = await small_form(request)  # read under a cap: nobody has logged in yet
+        except BodyTooLarge as exc:
+            return self._plain(413, str(exc))
         token = str(form.get("token") or "").strip()
         if not self._token_ok(token):
             await anyio.sleep(0.2)  # slows guessing a little; the compare is constant time
@@ -281,7 +292,13 @@ class Dashboard:
         except Refused as refused:
             return refused.response
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        response.delete_cookie(
+            COOKIE,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
         return response
 
     # --- pages -----------------------------------------------------------------------------------------
@@ -312,7 +329,7 @@ class Dashboard:
             cursor=q.get("cursor") or None,
         )
         next_url = None
-        if page.next_cursor and len(page.items) == limit:
+        if page.next_cursor:  # a short page may have more after it (a bounded scan)
             params = {k: v for k, v in filters.items() if v}
             params.update(limit=str(limit), cursor=page.next_cursor)
             next_url = "/faxes?" + urlencode(params)

@@ -3,7 +3,11 @@
 Checked in the contract's order: 404 unknown account → 401 token → 413 body over the limit (read
 no further) → 422 unparseable → 503 Redis down → 200 once durable. The 200 is sent only after the
 record (created with dedup) and the Celery message that wakes the worker are written by one Redis
-script, with the raw log entry in the same round trip. Every request, refused ones too, is logged.
+script, with the raw log entry in the same round trip (and, with FAXRELAY_REDIS_MIN_REPLICAS, once
+that many replicas have it: ``worker.store.replicas``; else 503). Every request, refused ones too,
+is logged, within the raw log's caps (``worker.store.rawlog``): a request refused before its sender proved
+anything (unknown account, no such route, wrong token) only up to ``webhook_refusals_per_minute``
+per account and per client address, and one to an unknown account without its body (none is read).
 
 Size: one concept, the webhook route in the contract's order of checks; its fast paths stay in
 one place so that bench/ingest measures what is here.
@@ -40,7 +44,7 @@ from worker.pipeline.outbound.submit import job_dedup
 from worker.providers import provider_class
 from worker.providers.base import InboundEvent, WebhookError
 from worker.runtime import Runtime
-from worker.store import keys, rawlog
+from worker.store import keys, rawlog, replicas, scripts
 from worker.store.records import AsyncFaxStore, RecordNotFound, dedup_key
 
 log = logging.getLogger(__name__)
@@ -220,6 +224,8 @@ class WebhookRoutes:
         """The answer, counted in /metrics by account and outcome with its latency."""
         started = time.perf_counter()
         name = scope["path_params"]["account"]
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
         headers = decoded_headers(scope["headers"])
         query = scope["query_string"].decode("latin-1")
         entry = rawlog.LogEntry.capture(
@@ -231,7 +237,7 @@ class WebhookRoutes:
             headers=headers,
         )
         try:
-            response = await self._handle(receive, route, name, query, headers, entry)
+            response = await self._handle(receive, route, name, query, headers, entry, address)
         except Exception:
             # A bug, or an input nobody foresaw: still answered, and kept in the raw log so that
             # it can be replayed once fixed (PrimeVox cannot list faxes: the log is all there is).
@@ -255,23 +261,29 @@ class WebhookRoutes:
         query: str,
         headers: dict[str, str],
         entry: rawlog.LogEntry,
+        address: str,
     ) -> Answer:
         settings = self.ctx.settings
         account = settings.accounts.get(name)
         if account is None:
-            return await self._refuse_unread(
-                receive, entry, _error(404, "unknown_account", f"no account {name!r}")
+            return await self._refuse_stranger(
+                receive, entry, address, _error(404, "unknown_account", "no such account")
             )
         cls = provider_class(account.provider)
         if route == "status" and not cls.capabilities.status_webhook:
-            return await self._refuse_unread(
+            return await self._refuse_stranger(
                 receive,
                 entry,
+                address,
                 _error(404, "no_status_webhook", f"{account.provider} sends no status webhook"),
             )
         if not token_matches(query, headers, account):
-            return await self._refuse_unread(
-                receive, entry, _error(401, "bad_token", "webhook token missing or wrong")
+            return await self._refuse_stranger(
+                receive,
+                entry,
+                address,
+                _error(401, "bad_token", "webhook token missing or wrong"),
+                keep_body=True,
             )
         try:
             body = await read_capped(headers, receive, settings.webhook_max_bytes)
@@ -306,6 +318,40 @@ class WebhookRoutes:
                 "storage_down",
             )
 
+    async def _refuse_stranger(
+        self,
+        receive: Receive,
+        entry: rawlog.LogEntry,
+        address: str,
+        response: Answer,
+        *,
+        keep_body: bool = False,
+    ) -> Answer:
+        """Refused before the sender proved anything: logged (in a refused bucket, with small
+        caps) only within the refusal rate limits, and otherwise only counted. ``keep_body``
+        (a known account's wrong token): the log gets the body up to its cap, so that a webhook
+        refused for a rotated token can be replayed once it is fixed; else no body is read."""
+        settings = self.ctx.settings
+        entry.status = response.status_code  # the bucket depends on it
+        code = REFUSALS.get(response.status_code, "refused")
+        try:
+            allowed = await rawlog.refusal_allowed(
+                self.ctx.store.redis,
+                rawlog.bucket_of(entry, settings),
+                address,
+                settings.webhook_refusals_per_minute,
+            )
+        except (RedisError, OSError) as exc:
+            log.error("raw webhook log unavailable: %s", exc)
+            allowed = False
+        if not allowed:
+            metrics.refusal_unlogged(code)
+            return response
+        if keep_body:
+            return await self._refuse_unread(receive, entry, response)
+        entry.keep_little()
+        return await self._refuse(entry, response)
+
     async def _refuse_unread(
         self, receive: Receive, entry: rawlog.LogEntry, response: Answer
     ) -> Answer:
@@ -323,7 +369,7 @@ class WebhookRoutes:
         entry.status, entry.outcome = response.status_code, outcome
         entry.detail = bytes(response.body).decode(errors="replace")[:500]
         try:
-            await rawlog.write(self.ctx.store.redis, entry, self.ctx.settings.webhook_log_days)
+            await rawlog.write(self.ctx.store.redis, entry, self.ctx.settings)
         except (RedisError, OSError) as exc:
             log.error("raw webhook log unavailable: %s", exc)
         return response
@@ -337,29 +383,37 @@ class WebhookRoutes:
         entry: rawlog.LogEntry,
     ) -> Answer:
         event = provider_class(account.provider).parse_inbound_webhook(headers, body)
-        days = self.ctx.settings.webhook_log_days
+        settings = self.ctx.settings
         entry.status, entry.outcome = 200, "accepted"
         if event.fax is None:
             # The webhook names no fax: list the account's faxes now instead.
             entry.outcome = "reconcile"
             message = task_message(*RECONCILE_ACCOUNT, [account.name])
+            # FAXRELAY_REDIS_MIN_REPLICAS: the 200 waits until the replicas have the writes.
+            epoch = await replicas.epoch(self.ctx.store.redis, settings)
             pipe = self.ctx.store.redis.pipeline(transaction=True)
-            rawlog.add_to_pipeline(pipe, entry, days)
+            rawlog.add_to_pipeline(pipe, entry, settings)
             pipe.lpush(RECONCILE_ACCOUNT.queue, message)
             await pipe.execute()
+            await replicas.confirm(self.ctx.store.redis, settings, epoch)
             return self._ack(ack, "reconcile")
         # The worker's own record and dedup key; stored here, with its wake-up and log entry.
         record, dedup = new_inbound(self.ctx.runtime, account.name, event.fax)
         if event.pdf is not None:
             await self._stage_pdf(record, event)
         entry.fax_id = record.id
-        created = await self.ctx.store.create(
-            record,
-            dedup=dedup,
-            queue=HANDLE_INBOUND.queue,
-            message=task_message(*HANDLE_INBOUND, [record.id]),
-            log=rawlog.side_log(entry, days),
-        )
+        try:
+            created = await self.ctx.store.create(
+                record,
+                dedup=dedup,
+                queue=HANDLE_INBOUND.queue,
+                message=task_message(*HANDLE_INBOUND, [record.id]),
+                log=rawlog.side_log(entry, settings),
+            )
+        except Exception:
+            if event.pdf is not None:  # no record holds the staged copy: the retry stages anew
+                await self._unstage(record)
+            raise
         if not created.created:
             entry.outcome = "duplicate"  # the script logged it so; this copy feeds the metrics
             if event.pdf is not None:  # the first delivery's record has its own staged copy
@@ -395,18 +449,21 @@ class WebhookRoutes:
         self, account: Account, headers: dict[str, str], body: bytes, entry: rawlog.LogEntry
     ) -> Answer:
         event = provider_class(account.provider).parse_status_webhook(headers, body)
-        days = self.ctx.settings.webhook_log_days
+        settings = self.ctx.settings
         entry.status, entry.outcome = 200, "accepted"
+        # FAXRELAY_REDIS_MIN_REPLICAS: the 200 waits until the replicas have the writes.
+        epoch = await replicas.epoch(self.ctx.store.redis, settings)
         scope, key = job_dedup(account.name, event.job_id)
-        ref = await self.ctx.store.redis.get(dedup_key(scope, key))
+        # The job's record, or (earlier than the worker claimed the job id, or not ours) the body
+        # kept for the submit step: one script, so the claim cannot fall between check and keep.
+        pending = keys.pending_status_key(account.name, event.job_id)
+        ref = await self.ctx.store.redis.eval(
+            scripts.STASH_STATUS, 2, dedup_key(scope, key), pending, body, keys.PENDING_STATUS_TTL
+        )
         if ref is None:
-            # Earlier than the worker saved the job id (or not ours): keep it for the submit step.
             entry.outcome = "pending"
-            pipe = self.ctx.store.redis.pipeline(transaction=True)
-            rawlog.add_to_pipeline(pipe, entry, days)
-            pending = keys.pending_status_key(account.name, event.job_id)
-            pipe.set(pending, body, ex=keys.PENDING_STATUS_TTL)
-            await pipe.execute()
+            await rawlog.write(self.ctx.store.redis, entry, settings)
+            await replicas.confirm(self.ctx.store.redis, settings, epoch)
             return self._ack("", "pending")
 
         fax_id = json.loads(ref)["id"]
@@ -420,13 +477,15 @@ class WebhookRoutes:
             )
         except RecordNotFound:
             entry.outcome = "unknown_fax"
-            await rawlog.write(self.ctx.store.redis, entry, days)
+            await rawlog.write(self.ctx.store.redis, entry, settings)
+            await replicas.confirm(self.ctx.store.redis, settings, epoch)
             return self._ack("", "unknown_fax")
         pipe = self.ctx.store.redis.pipeline(transaction=False)
-        rawlog.add_to_pipeline(pipe, entry, days)
+        rawlog.add_to_pipeline(pipe, entry, settings)
         if wake:
             pipe.lpush(POLL_FAX.queue, task_message(*POLL_FAX, [fax_id]))
         await pipe.execute()
+        await replicas.confirm(self.ctx.store.redis, settings, epoch)
         return self._ack("", "accepted", record)
 
     @staticmethod

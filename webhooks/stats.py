@@ -1,54 +1,52 @@
 """What the dashboard and ``/metrics`` show, read from Redis (async; nothing here writes).
 
-Everything is computed from the records, their indexes and the raw webhook log:
+No request reads work proportional to the number of faxes (DESIGN.md principle 9): the counts come
+from the counters the store's scripts keep as they move records (``worker.store.keys``: STATS,
+and the day hashes), and every list is a bounded read of an index:
 
-- faxes today: record ids sort by creation time (``fx_`` + 11 hex digits of epoch ms), so today's
-  records are a lexical range of the ``INDEX_ALL`` index (``worker.store.keys``);
-- the archive backlog: the ``received`` and ``fetching`` state indexes (inbound only);
-- faxes at risk: backlog records whose ``expires_at`` is within ``archive_risk_margin``;
-- per-account health: the newest raw-log entry per account, and from today's records the last
-  successful step at the provider and the share of finished faxes that failed.
+- faxes by direction and state (``/metrics``): ``fr:stats``, one hash read;
+- faxes today by direction and state, failures by reason, each account's finished and failed
+  faxes: today's ``fr:day:{day}`` hash;
+- the archive backlog: its size from the counters, its oldest records (``BACKLOG_SHOWN``) from the
+  ``received`` and ``fetching`` state indexes, which sort by id, so by age;
+- faxes at risk: among the oldest ``AT_RISK_SCAN`` backlog records of each state (the ones whose
+  provider copy expires first: a provider's expiry counts from its receipt);
+- today's failures: the newest ``FAILURES_SHOWN`` of the ``failed`` state index;
+- per account: its newest raw-log entries (the head of its log buckets), the entries since
+  midnight (a count over the bucket's index), and its last success (``keys.LAST_OK``, kept by
+  the save script).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import orjson
 import redis.asyncio as aioredis
 
 from config.settings import Settings
-from worker.domain import Direction, FaxRecord, State, parse_iso
+from worker.domain import FaxRecord, State, iso_at, parse_iso
 from worker.metrics import Snapshot
 from worker.store import rawlog
 from worker.store.keys import (
-    INDEX_ALL,
-    WEBHOOK_LOG_INDEX,
-    account_index,
-    direction_index,
+    LAST_OK,
+    STATS,
+    day_stats_key,
     fax_key,
+    refused_bucket,
     state_index,
+    webhook_log_bucket,
     webhook_log_key,
 )
 
-MAX_SCAN = 20_000  # records read for one overview at most
-CHUNK = 500
-OK_STATES = frozenset({"archived", "submitted", "sending", "delivered", "accepted"})
+AT_RISK_SCAN = 1000  # backlog records read per state for the at-risk gauge and list
+BACKLOG_SHOWN = 50
+FAILURES_SHOWN = 50
+CREATOR_SCAN = 200  # log entries read to find the webhook that created a record
 BACKLOG_STATES = (State.RECEIVED, State.FETCHING)
-OUTBOUND_STATES = (
-    State.QUEUED,
-    State.SUBMITTED,
-    State.SENDING,
-    State.DELIVERED,
-    State.CANCELLED,
-    State.ACCEPTED,
-    State.UNKNOWN,
-)
-INBOUND_STATES = (State.RECEIVED, State.FETCHING, State.ARCHIVED)
 
 
 def _text(value: Any) -> str:
@@ -65,25 +63,24 @@ def id_floor(epoch: float) -> str:
     return f"fx_{int(epoch * 1000):011x}"
 
 
+def id_time(fax_id: str) -> float | None:
+    """When the record was created, from its id (``fx_`` + 11 hex digits of epoch ms)."""
+    try:
+        return int(fax_id[3:14], 16) / 1000.0
+    except ValueError:
+        return None
+
+
 async def load(client: aioredis.Redis, ids: list[str]) -> list[FaxRecord]:
-    out: list[FaxRecord] = []
-    for i in range(0, len(ids), CHUNK):
-        for raw in await client.mget([fax_key(x) for x in ids[i : i + CHUNK]]):
-            if raw is not None:
-                out.append(FaxRecord.from_json(_json(raw)))
-    return out
+    if not ids:
+        return []
+    raws = await client.mget([fax_key(x) for x in ids])
+    return [FaxRecord.from_json(orjson.loads(raw)) for raw in raws if raw is not None]
 
 
-def _json(raw: Any) -> dict[str, Any]:
-    import json
-
-    data: dict[str, Any] = json.loads(raw)
-    return data
-
-
-async def records_since(client: aioredis.Redis, epoch: float) -> list[FaxRecord]:
-    ids = await client.zrangebylex(INDEX_ALL, f"[{id_floor(epoch)}", "+", start=0, num=MAX_SCAN)
-    return await load(client, [_text(i) for i in ids])
+async def _counters(client: aioredis.Redis, key: str) -> dict[str, int]:
+    raw = await client.hgetall(key)
+    return {_text(k): int(v) for k, v in raw.items() if not _text(k).startswith("_")}
 
 
 @dataclass
@@ -94,57 +91,52 @@ class AtRisk:
 
 @dataclass
 class Backlog:
-    records: list[FaxRecord]
+    count: int  # every received fax not archived or failed yet (the counters)
+    records: list[FaxRecord]  # the oldest of them, at most BACKLOG_SHOWN
     at_risk: list[AtRisk]
     oldest_seconds: float
 
 
-async def backlog(client: aioredis.Redis, settings: Settings, now: float) -> Backlog:
+async def backlog(
+    client: aioredis.Redis, settings: Settings, now: float, counts: dict[str, int]
+) -> Backlog:
+    """The backlog's size from ``counts`` (``fr:stats``), and a bounded look at its oldest."""
     ids: list[str] = []
-    for state in BACKLOG_STATES:
-        found = await client.zrange(state_index(state), 0, MAX_SCAN - 1)
-        ids.extend(_text(i) for i in found)
-    records = [r for r in await load(client, ids) if r.direction == Direction.INBOUND]
-    at_risk = []
     oldest = 0.0
+    for state in BACKLOG_STATES:
+        found = [_text(i) for i in await client.zrange(state_index(state), 0, AT_RISK_SCAN - 1)]
+        if found and (created := id_time(found[0])) is not None:
+            oldest = max(oldest, now - created)
+        ids.extend(found)
+    records = await load(client, ids)
+    at_risk = []
     for record in records:
-        created = parse_iso(record.created_at)
-        if created is not None:
-            oldest = max(oldest, now - created.timestamp())
         expires = parse_iso(record.expires_at)
         if expires is not None and expires.timestamp() - now < settings.archive_risk_margin:
             at_risk.append(AtRisk(record, expires.timestamp() - now))
     at_risk.sort(key=lambda item: item.seconds_left)
     records.sort(key=lambda r: r.id)
-    return Backlog(records, at_risk, oldest)
+    count = sum(counts.get(f"inbound:{state}", 0) for state in BACKLOG_STATES)
+    return Backlog(count, records[:BACKLOG_SHOWN], at_risk, oldest)
 
 
-async def by_state(client: aioredis.Redis) -> dict[tuple[str, str], int]:
-    """Record counts by (direction, state), from the indexes."""
-    pipe = client.pipeline(transaction=False)
-    for state in INBOUND_STATES + OUTBOUND_STATES:
-        pipe.zcard(state_index(state))
-    pipe.zcard(state_index(State.FAILED))
-    pipe.zintercard(2, [state_index(State.FAILED), direction_index(Direction.OUTBOUND)])
-    counts = [int(c) for c in await pipe.execute()]
+def by_state(counts: dict[str, int]) -> dict[tuple[str, str], int]:
+    """``fr:stats`` as (direction, state) → records in Redis."""
     out: dict[tuple[str, str], int] = {}
-    for state, count in zip(INBOUND_STATES, counts, strict=False):
-        out[("inbound", str(state))] = count
-    for state, count in zip(OUTBOUND_STATES, counts[len(INBOUND_STATES) :], strict=False):
-        out[("outbound", str(state))] = count
-    failed, failed_out = counts[-2], counts[-1]
-    out[("outbound", "failed")] = failed_out
-    out[("inbound", "failed")] = max(failed - failed_out, 0)
+    for name, count in counts.items():
+        direction, _, state = name.partition(":")
+        if state and count > 0:
+            out[(direction, state)] = count
     return out
 
 
 async def snapshot(client: aioredis.Redis, settings: Settings) -> Snapshot:
-    now = time.time()
-    pending = await backlog(client, settings, now)
+    counts = await _counters(client, STATS)
+    pending = await backlog(client, settings, time.time(), counts)
     return Snapshot(
-        backlog=len(pending.records),
+        backlog=pending.count,
         at_risk=len(pending.at_risk),
-        by_state=await by_state(client),
+        by_state=by_state(counts),
         oldest_backlog_seconds=pending.oldest_seconds,
     )
 
@@ -158,7 +150,7 @@ class AccountHealth:
     provider: str
     last_webhook: rawlog.LogEntry | None = None
     webhooks_today: int = 0
-    webhooks_refused_today: int = 0
+    webhooks_refused_today: int = 0  # refused for a missing or wrong token (logged ones)
     last_ok: str | None = None  # ISO time of the last step the provider completed for us
     finished_today: int = 0
     failed_today: int = 0
@@ -177,120 +169,95 @@ class Overview:
     failures: list[FaxRecord]
     failure_reasons: list[tuple[str, int]]
     health: list[AccountHealth]
-    truncated: bool = False
+    truncated: bool = False  # kept for templates: counts are never partial now
     states: list[str] = field(default_factory=list)
 
 
-async def recent_log(
-    client: aioredis.Redis, since: float, limit: int = 5000
-) -> list[rawlog.LogEntry]:
-    ids = await client.zrevrangebyscore(WEBHOOK_LOG_INDEX, "+inf", since, start=0, num=limit)
-    out = []
-    keys = [webhook_log_key(_text(i)) for i in ids]
-    for i in range(0, len(keys), CHUNK):
-        for raw in await client.mget(keys[i : i + CHUNK]):
-            if raw is not None:
-                out.append(rawlog.LogEntry.from_json(raw))
-    return out
+async def _newest_entry(client: aioredis.Redis, buckets: list[str]) -> rawlog.LogEntry | None:
+    newest: tuple[float, str] | None = None
+    for bucket in buckets:
+        found = await client.zrevrange(webhook_log_bucket(bucket), 0, 0, withscores=True)
+        for member, score in cast(list[tuple[bytes, float]], found):
+            if newest is None or float(score) > newest[0]:
+                newest = (float(score), rawlog.member_id(member))
+    if newest is None:
+        return None
+    raw = await client.get(webhook_log_key(newest[1]))
+    return rawlog.LogEntry.from_json(raw) if raw is not None else None
 
 
-async def last_webhooks(
-    client: aioredis.Redis, accounts: Iterable[str]
-) -> dict[str, rawlog.LogEntry]:
-    """The newest raw-log entry of each account (looks at the newest few thousand entries)."""
-    wanted = set(accounts)
-    found: dict[str, rawlog.LogEntry] = {}
-    start = 0
-    while wanted - set(found) and start < 5000:
-        ids = await client.zrevrange(WEBHOOK_LOG_INDEX, start, start + 499)
-        if not ids:
-            break
-        start += len(ids)
-        for raw in await client.mget([webhook_log_key(_text(i)) for i in ids]):
-            if raw is None:
-                continue
-            entry = rawlog.LogEntry.from_json(raw)
-            if entry.account in wanted and entry.account not in found:
-                found[entry.account] = entry
-    return found
-
-
-def _last_ok(record: FaxRecord) -> str | None:
-    times = [str(h.get("at")) for h in record.history if h.get("state") in OK_STATES]
-    return max(times) if times else None
+async def _health(
+    client: aioredis.Redis, name: str, provider: str, start: float, day: dict[str, int]
+) -> AccountHealth:
+    h = AccountHealth(name, provider)
+    refused = refused_bucket(name)
+    h.last_webhook = await _newest_entry(client, [name, refused])
+    h.webhooks_today = int(await client.zcount(webhook_log_bucket(name), start, "+inf"))
+    h.webhooks_refused_today = int(await client.zcount(webhook_log_bucket(refused), start, "+inf"))
+    h.webhooks_today += h.webhooks_refused_today
+    h.finished_today = day.get(f"{name}:finished", 0)
+    h.failed_today = day.get(f"{name}:failed", 0)
+    last_ok = await client.hget(LAST_OK, name)
+    h.last_ok = iso_at(float(last_ok)) if last_ok is not None else None
+    return h
 
 
 async def overview(client: aioredis.Redis, settings: Settings) -> Overview:
     now = time.time()
     start = day_start(now)
-    records = await records_since(client, start)
-    today: Counter[tuple[str, str]] = Counter()
-    totals: Counter[str] = Counter()
-    for record in records:
-        today[(str(record.direction), str(record.state))] += 1
-        totals[str(record.direction)] += 1
-    failures = sorted(
-        (r for r in records if r.state == State.FAILED), key=lambda r: r.updated_at, reverse=True
+    day = await _counters(client, day_stats_key(int(start // 86400)))
+    today: dict[tuple[str, str], int] = {}
+    totals: dict[str, int] = {}
+    reasons: list[tuple[str, int]] = []
+    for name, count in day.items():
+        kind, _, rest = name.partition(":")
+        if kind in ("inbound", "outbound") and count > 0:
+            today[(kind, rest)] = count
+            totals[kind] = totals.get(kind, 0) + count
+        elif kind == "reason" and count > 0:
+            reasons.append((rest, count))
+    reasons.sort(key=lambda item: (-item[1], item[0]))
+    failed = await client.zrevrangebylex(
+        state_index(State.FAILED), "+", f"[{id_floor(start)}", 0, FAILURES_SHOWN
     )
-    reasons = Counter(r.reason or "(none)" for r in failures).most_common()
-    health = {
-        name: AccountHealth(name, account.provider) for name, account in settings.accounts.items()
-    }
-    for record in records:
-        h = health.get(record.account)
-        if h is None:
-            continue
-        ok = _last_ok(record)
-        if ok and (h.last_ok is None or ok > h.last_ok):
-            h.last_ok = ok
-        if record.final:
-            h.finished_today += 1
-            h.failed_today += record.state == State.FAILED
-    for entry in await recent_log(client, start):
-        h = health.get(entry.account)
-        if h is not None:
-            h.webhooks_today += 1
-            h.webhooks_refused_today += entry.status >= 300 or entry.status == 0
-    for name, entry in (await last_webhooks(client, health)).items():
-        health[name].last_webhook = entry
-    # Accounts' last success before today: the newest records of each account.
-    for h in health.values():
-        if h.last_ok is None:
-            ids = await client.zrevrange(account_index(h.name), 0, 49)
-            oks = [t for r in await load(client, [_text(i) for i in ids]) if (t := _last_ok(r))]
-            h.last_ok = max(oks) if oks else None
-    states = sorted({state for _, state in today})
+    failures = sorted(
+        await load(client, [_text(i) for i in failed]), key=lambda r: r.updated_at, reverse=True
+    )
+    health = [
+        await _health(client, name, account.provider, start, day)
+        for name, account in sorted(settings.accounts.items())
+    ]
     return Overview(
         day=datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d"),
-        today=dict(today),
-        today_total=dict(totals),
-        backlog=await backlog(client, settings, now),
-        failures=failures[:50],
+        today=today,
+        today_total=totals,
+        backlog=await backlog(client, settings, now, await _counters(client, STATS)),
+        failures=failures,
         failure_reasons=reasons,
-        health=sorted(health.values(), key=lambda h: h.name),
-        truncated=len(records) >= MAX_SCAN,
-        states=states,
+        health=health,
+        states=sorted({state for _, state in today}),
     )
 
 
 async def creating_webhook(client: aioredis.Redis, record: FaxRecord) -> rawlog.LogEntry | None:
     """The raw-log entry of the webhook that created ``record`` (or, failing that, the newest
-    one that named it), searched around the record's creation time."""
+    one that named it): among at most ``CREATOR_SCAN`` entries of the account's log around the
+    record's creation (a few seconds first, then ten minutes)."""
     created = parse_iso(record.created_at)
     if created is None:
         return None
     at = created.timestamp()
-    ids = await client.zrangebyscore(WEBHOOK_LOG_INDEX, at - 600, at + 600, start=0, num=5000)
+    index = webhook_log_bucket(record.account)
     named: list[rawlog.LogEntry] = []
-    keys = [webhook_log_key(_text(i)) for i in ids]
-    for i in range(0, len(keys), CHUNK):
-        for raw in await client.mget(keys[i : i + CHUNK]):
-            if raw is None:
-                continue
-            entry = rawlog.LogEntry.from_json(raw)
-            if entry.fax_id == record.id:
-                named.append(entry)
-    for entry in named:
-        if entry.outcome == "accepted" and entry.route == "inbound":
-            return entry
+    for spread in (5, 600):
+        found = await client.zrangebyscore(index, at - spread, at + spread, 0, CREATOR_SCAN)
+        ids = [rawlog.member_id(m) for m in cast(list[bytes], found)]
+        raws = await client.mget([webhook_log_key(i) for i in ids]) if ids else []
+        entries = [rawlog.LogEntry.from_json(raw) for raw in raws if raw is not None]
+        named = [e for e in entries if e.fax_id == record.id]
+        for entry in named:
+            if entry.outcome == "accepted" and entry.route == "inbound":
+                return entry
+        if named:
+            break
     return named[-1] if named else None

@@ -175,7 +175,11 @@ class Work(TypedDict, total=False):
     announced: bool  # fax.received was emitted (it is, once, before anything else)
     at_risk_sent: bool  # fax.archive_at_risk was emitted (once)
     last_error: str  # the last download failure, for operators (dashboard, CLI)
+    owed: list[str]  # clean-up owed once final (``pipeline.cleanup``): due until done
+    owed_attempts: int  # failed attempts at the owed clean-up (bounded by ``retry.CLEAN_UP``)
+    interrupted: int  # step runs in a row that ended without a verdict (killed, time limit)
     # outbound
+    reference: str  # something unique to the send that the provider lists (voip.ms: station id)
     route_account: str  # the account the fax goes through now (the fallback after a failover)
     submit_started: float  # a submit request may have left and its answer is not recorded yet
     submit_lost: bool  # the submit's outcome is unknown: it waits for an operator
@@ -186,6 +190,8 @@ class Work(TypedDict, total=False):
     submitted_at: float  # when the provider took the job (status lookups search from there)
     submit_raw: dict[str, Any]  # the provider's answer to the submit
     polls: int  # status polls since the submit: their backoff grows with it
+    queued_seen_at: float  # the latest poll that saw the job queued (outbound/schedule.py)
+    sending_seen_at: float  # the first poll that saw its current attempt sending
     last_status: SeenStatus  # the latest job status seen (poll or webhook)
     pushed_status: SeenStatus  # a final status a webhook pushed, for the worker to act on
     last_failure: str  # the provider's words for the failure that led to a redial or failover
@@ -200,6 +206,10 @@ WorkKey = Literal[
     "announced",
     "at_risk_sent",
     "last_error",
+    "owed",
+    "owed_attempts",
+    "interrupted",
+    "reference",
     "route_account",
     "submit_started",
     "submit_lost",
@@ -213,6 +223,8 @@ WorkKey = Literal[
     "last_status",
     "pushed_status",
     "last_failure",
+    "queued_seen_at",
+    "sending_seen_at",
 ]
 
 
@@ -240,6 +252,7 @@ class FaxRecord:
     attempts: dict[str, int] = field(default_factory=dict)  # per step: download, submit, poll …
     callback_url: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str = ""  # the send's Idempotency-Key (a queue-driven send's: its task id)
     # Internal bookkeeping (not part of the public record): when the record next needs work
     # (the store keeps its due index from this), the steps' own data, the write counter.
     due_at: float | None = None

@@ -12,7 +12,10 @@ id, by swapping prometheus_client's value class, saved nothing measurable: ``Cou
 about 1.1 µs either way, and the busy path records no value per request, see ``webhook``.)
 
 Gauges that describe the records (archive backlog, faxes at risk, faxes by state) are not recorded
-here: the web app computes them from Redis at scrape time and passes them to ``render``.
+here: the web app reads them from Redis at scrape time and passes them to ``render``, from the
+counters the store's scripts keep as they move records (``worker.store.keys.STATS``) and bounded
+reads of the backlog (``webhooks.stats``), so a scrape costs the same with a million faxes as
+with a hundred.
 
 Recording never raises: a metrics problem must not fail a webhook or a fax.
 """
@@ -93,6 +96,16 @@ SWEEP_WAKEUPS = Counter(
 )
 EVENT_DELIVERIES = Counter(
     "faxrelay_event_deliveries", "Event delivery attempts, by outcome", ["outcome"]
+)
+REFUSALS_UNLOGGED = Counter(
+    "faxrelay_webhook_refusals_unlogged",
+    "Refused webhook requests over the refusal rate limits: answered, not logged",
+    ["refusal"],
+)
+RETENTION = Counter(
+    "faxrelay_retention",
+    "Final records filed in S3 and removed from Redis after the retention window",
+    ["action"],
 )
 OPERATOR_ACTIONS = Counter(
     "faxrelay_operator_actions",
@@ -208,6 +221,22 @@ def sweep(records: int, deliveries: int) -> None:
 @_safe
 def event_delivery(outcome: str) -> None:
     EVENT_DELIVERIES.labels(outcome).inc()
+
+
+@_safe
+def refusal_unlogged(refusal: str) -> None:
+    """A refused request over the refusal rate limits (``refusal``: unknown_account,
+    bad_token …): answered, but not logged."""
+    REFUSALS_UNLOGGED.labels(refusal).inc()
+
+
+@_safe
+def retention(filed: int, removed: int) -> None:
+    """Final records filed in S3, and records removed from Redis past their retention."""
+    if filed:
+        RETENTION.labels("filed").inc(filed)
+    if removed:
+        RETENTION.labels("removed").inc(removed)
 
 
 @_safe

@@ -79,3 +79,32 @@ EVENT = RetryRule(
     max_attempts=12,
     on_exhausted="undeliverable",
 )
+# A queue-driven send (``faxrelay.send_fax``) whose S3 or Redis is unreachable, or whose document
+# URL cannot be fetched for now: the Celery task retries itself (nothing is recorded yet, so the
+# sweeper cannot). The last delay stays under the broker's visibility timeout; 60 attempts at
+# the cap ride out an outage of about an hour, then the task fails loudly (logged at ERROR, the
+# caller's ``.get()`` raises).
+QUEUED_SEND = RetryRule(
+    backoff=Backoff(first=2.0, cap=60.0),
+    retry_on=frozenset({ErrorKind.TRANSIENT}),
+    max_attempts=60,
+    on_exhausted="storage_unavailable",
+)
+# Clean-up a final record owes (deleting the staged copy of a PDF, the provider's copy after
+# archiving): kept in the record and retried by the sweeper; after this many failures it is
+# given up with a note in the record's history (an orphaned copy is never a lost fax).
+CLEAN_UP = RetryRule(
+    backoff=Backoff(first=30.0, cap=3600.0),
+    retry_on=frozenset({ErrorKind.TRANSIENT, ErrorKind.AUTH}),
+    max_attempts=10,
+    on_exhausted="clean_up_failed",
+)
+# A step that keeps ending without a verdict (its worker killed, or over its Celery time limit,
+# e.g. a parse or download that never ends): after this many runs in a row the fax fails with
+# ``time_limit`` instead of being woken for ever.
+INTERRUPTED = RetryRule(
+    backoff=Backoff(first=5.0, cap=300.0),
+    retry_on=frozenset({ErrorKind.TRANSIENT}),
+    max_attempts=5,
+    on_exhausted="time_limit",
+)

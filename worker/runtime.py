@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -16,10 +16,13 @@ from config.settings import Account, Settings, get_settings
 from worker.domain import Direction, FaxRecord, State
 from worker.io.archive import Archive
 from worker.io.fetch import guarded_client
+from worker.io.filing import filed_record
 from worker.pipeline.events import emit
 from worker.providers import provider_for
 from worker.providers.base import Provider
 from worker.store.records import FaxStore
+
+T = TypeVar("T")
 
 # The wake-ups the worker publishes, as (task, queue): config.queues' routes under the names the
 # pipelines use.
@@ -32,9 +35,10 @@ RECONCILE_TASK = queues.RECONCILE_ACCOUNT
 
 
 def next_step(record: FaxRecord) -> queues.Route | None:
-    """The task and queue of a record's next step, by direction and state (none once final)."""
+    """The task and queue of a record's next step, by direction and state (none once final,
+    unless it still owes clean-up: the archive step does that)."""
     if record.final:
-        return None
+        return ARCHIVE_TASK if record.work.get("owed") else None
     if record.direction == Direction.INBOUND:
         return ARCHIVE_TASK
     if record.state in (State.QUEUED, State.UNKNOWN):
@@ -51,14 +55,36 @@ class Runtime:
     send_task: Sender  # (task name, queue, args): publishes a wake-up
     _providers: dict[str, Provider] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # The worker's pool runs tasks in threads (config/pool.py): the store and the archive are
+    # built once per process, under this lock (boto3 builds clients from a session, which is not
+    # thread-safe; functools.cached_property takes no lock from Python 3.12 on). The built
+    # clients are thread-safe: redis-py's connection pool, boto3's client.
+    _build_lock: threading.Lock = field(default_factory=threading.Lock)
+    _built: dict[str, Any] = field(default_factory=dict)
 
-    @cached_property
+    @property
     def store(self) -> FaxStore:
-        return FaxStore.from_url(self.settings.redis_url)
+        return self._once("store", self._build_store)
 
-    @cached_property
+    def _build_store(self) -> FaxStore:
+        store = FaxStore.from_settings(self.settings)
+        # A record past its retention is read from its copy in S3 (worker.io.filing).
+        store.retired = lambda fax_id: filed_record(self.archive, fax_id)
+        return store
+
+    @property
     def archive(self) -> Archive:
-        return Archive.from_settings(self.settings)
+        return self._once("archive", lambda: Archive.from_settings(self.settings))
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        """``build()``'s result, built by the first thread that asks and kept."""
+        built = self._built.get(name)
+        if built is None:
+            with self._build_lock:
+                built = self._built.get(name)
+                if built is None:
+                    built = self._built[name] = build()
+        return cast(T, built)
 
     @property
     def timeout(self) -> httpx.Timeout:
@@ -93,15 +119,21 @@ def allowed_hosts(account: Account) -> list[str]:
 
 
 _runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
 
 
 def get_runtime() -> Runtime:
+    """The process's runtime, built by the first task (thread) that asks."""
     global _runtime
     if _runtime is None:
-        from config.celery_app import app
+        with _runtime_lock:
+            if _runtime is None:
+                from config.celery_app import app
 
-        def send(task: str, queue: str, args: list[str]) -> None:
-            app.send_task(task, args=args, queue=queue)
+                def send(task: str, queue: str, args: list[str]) -> None:
+                    # A wake-up has no result to wait for; without ignore_result, Celery's Redis
+                    # result backend SUBSCRIBEs (and later UNSUBSCRIBEs) a channel per message.
+                    app.send_task(task, args=args, queue=queue, ignore_result=True)
 
-        _runtime = Runtime(get_settings(), send)
+                _runtime = Runtime(get_settings(), send)
     return _runtime

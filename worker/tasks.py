@@ -6,14 +6,23 @@ step; all of them are idempotent, hence ``acks_late`` (config/celery_app.py) is 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from config import queues
 from config.celery_app import app
-from worker.pipeline import events, inbound, sweeper
+from worker.pipeline import backfill as backfill_job
+from worker.pipeline import events, inbound, retention, sweeper
 from worker.pipeline.outbound import accept, follow
+from worker.pipeline.outbound import request as outbound_request
 from worker.providers import provider_class
+from worker.retry import QUEUED_SEND
 from worker.runtime import RECONCILE_TASK, get_runtime
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=queues.HANDLE_INBOUND.task)
@@ -48,10 +57,21 @@ def sweep() -> dict[str, Any]:
     return {"records": result.records, "deliveries": result.deliveries}
 
 
+@app.task(name=queues.RETAIN.task)
+def retain() -> dict[str, Any]:
+    result = retention.retain(get_runtime())
+    return {"filed": result.filed, "removed": result.removed}
+
+
 @app.task(name=queues.DELIVER_EVENT.task)
 def deliver_event(delivery_id: str) -> str:
     runtime = get_runtime()
     return events.deliver(runtime.store.redis, runtime.settings, delivery_id)
+
+
+@app.task(name=queues.BACKFILL.task)
+def backfill(job_id: str) -> None:
+    backfill_job.run(get_runtime(), job_id)
 
 
 @app.task(name=queues.SUBMIT_FAX.task)
@@ -68,8 +88,14 @@ class SendRefused(Exception):
     """A queued send that cannot be accepted; the message says what is wrong."""
 
 
-@app.task(name=queues.SEND_FAX.task)
+class SendUnavailable(Exception):
+    """A queued send that could not be accepted for ``retry.QUEUED_SEND``'s whole span because
+    S3, Redis or the document's URL stayed unreachable; the message says which."""
+
+
+@app.task(bind=True, name=queues.SEND_FAX.task, ignore_result=False, max_retries=None)
 def send_fax(
+    self: Task[Any, str],
     account: str = "",
     to: str = "",
     document: dict[str, Any] | None = None,
@@ -77,28 +103,47 @@ def send_fax(
     callback_url: str = "",
     metadata: dict[str, Any] | None = None,
 ) -> str:
-    """The public queue-driven send (DESIGN.md "Queue-driven sends"); returns the fax id.
+    """The public queue-driven send (DESIGN.md "Queue-driven sends"); returns the fax id, which
+    the result backend keeps (config/celery_app.py: this task only, 24 h).
 
-    The same validation as ``POST /v1/faxes`` (``accept_send``); the idempotency key is shared
-    with the HTTP API's ``Idempotency-Key`` header, so a redelivered message makes no second fax.
+    The same validation as ``POST /v1/faxes`` (``accept_send``). The idempotency key is shared
+    with the HTTP API's ``Idempotency-Key`` header; without one the task id is the key, so a
+    message redelivered after its worker died (the record made, the ack not sent) finds the
+    first record instead of making a second fax. An unreachable S3 or Redis (or document URL)
+    retries the task with backoff (``retry.QUEUED_SEND``) instead of failing it.
     """
-    missing = [name for name, value in (("account", account), ("to", to)) if not value]
-    if not document:
-        missing.append("document")
-    if missing:
-        raise SendRefused(f"422 missing_field: missing: {', '.join(missing)}")
-    if not isinstance(document, dict):
-        raise SendRefused("422 bad_document: document must be an object")
-    request = accept.SendRequest(
-        account=str(account),
-        to=str(to),
-        document=document,
-        idempotency_key=str(idempotency_key or ""),
-        callback_url=str(callback_url or ""),
-        metadata=metadata if metadata is not None else {},
-    )
+    try:  # the /v1 model (faxrelay_client.models.QueuedSend): the API's checks and codes
+        request = outbound_request.parse_queued(
+            account=account,
+            to=to,
+            document=document,
+            idempotency_key=idempotency_key or self.request.id or "",
+            callback_url=callback_url,
+            metadata=metadata,
+        )
+    except accept.SendError as exc:
+        raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
     try:
         accepted = accept.accept_send(get_runtime(), request)
     except accept.SendError as exc:
-        raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
-    return accepted.record.id
+        if not exc.transient:
+            raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
+        failure: Exception = exc
+    except SoftTimeLimitExceeded as exc:
+        failure = exc
+    except Exception as exc:
+        if not accept.storage_down(exc):
+            raise
+        failure = exc
+    else:
+        return accepted.record.id
+    attempt = self.request.retries + 1
+    rule = QUEUED_SEND
+    if rule.max_attempts is not None and attempt >= rule.max_attempts:
+        log.error(
+            "queued send %s given up after %d attempts: %s", self.request.id, attempt, failure
+        )
+        raise SendUnavailable(f"503 {rule.on_exhausted}: {failure}") from None
+    delay = rule.backoff.delay(attempt) * get_runtime().settings.retry_scale
+    log.warning("queued send %s: %s; retry %d in %.1f s", self.request.id, failure, attempt, delay)
+    raise self.retry(countdown=delay, exc=failure)

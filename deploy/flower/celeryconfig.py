@@ -6,11 +6,15 @@ environment variable can carry. It reads the same variables as faxrelay's proces
 """
 
 import os
+from urllib.parse import quote
 
 _password = os.environ["REDIS_PASSWORD"]
 _sentinels = [a.strip() for a in os.environ["FAXRELAY_REDIS_SENTINELS"].split(",") if a.strip()]
 
-broker_url = ";".join(f"sentinel://:{_password}@{address}/0" for address in _sentinels)
+# The same URLs as faxrelay's own (config/connect.py): the password quoted for the URL.
+broker_url = ";".join(
+    f"sentinel://:{quote(_password, safe='')}@{address}/0" for address in _sentinels
+)
 broker_transport_options = {
     "master_name": os.environ.get("FAXRELAY_REDIS_SENTINEL_MASTER", "faxrelay"),
     # The sentinels ask for the same password as the data nodes (compose.ha.yaml).

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from webhooks.cli.common import cli_runtime, fail, require_account
+from webhooks.cli.remote import refusals, remote_client
 
 if TYPE_CHECKING:
+    from faxrelay_client import Client
     from worker.providers.base import InboundFax
     from worker.runtime import Runtime
 
@@ -116,6 +118,9 @@ def backfill(account: str, since: datetime, until: datetime | None, wake: bool) 
     """
     from worker.providers.base import ProviderError
 
+    if (client := remote_client()) is not None:
+        _backfill_remote(client, account, since, until, wake)
+        return
     runtime = cli_runtime()
     require_account(runtime, account)
     if until is not None and until <= since:
@@ -151,5 +156,52 @@ def backfill(account: str, since: datetime, until: datetime | None, wake: bool) 
         click.echo(f"\ninterrupted after {done} of {len(faxes)}; run it again to go on", err=True)
         tally.report()
         raise SystemExit(1) from None
+    tally.report()
+    raise SystemExit(1 if tally.failed else 0)
+
+
+def _backfill_remote(
+    client: Client, account: str, since: datetime, until: datetime | None, wake: bool
+) -> None:
+    """``POST /v1/backfills``, then its progress until every fax is archived, failed or waits
+    for a retry (the workers archive them); the same lines and exit codes as locally."""
+    import time
+
+    if until is not None and until <= since:
+        fail("--until must be after --since", 2)
+    with refusals():
+        job = client.start_backfill(account, since, until, wake=wake)
+        while job.state == "listing":
+            time.sleep(0.2)
+            job = client.backfill(job.id)
+    if job.state == "failed":
+        fail(job.error)
+    span = f"since {since.isoformat()}" + (f" until {until.isoformat()}" if until else "")
+    click.echo(f"{account}: {job.total} received fax(es) {span}")
+    try:
+        with click.progressbar(
+            length=job.total, label="archiving", file=sys.stderr, show_pos=True
+        ) as bar:
+            shown, delay = 0, 0.2
+            while True:
+                bar.update(job.settled - shown)
+                shown = job.settled
+                if job.state != "running":
+                    break
+                time.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
+                with refusals():
+                    job = client.backfill(job.id)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted after {job.settled} of {job.total}; the workers go on with backfill "
+            f"{job.id}",
+            err=True,
+        )
+        raise SystemExit(1) from None
+    tally = _Tally(
+        archived=job.archived, already=job.already, pending=job.pending, failed=job.failed,
+        queued=job.queued,
+    )  # fmt: skip
     tally.report()
     raise SystemExit(1 if tally.failed else 0)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from config import connect
 from config.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def cli_settings() -> Settings:
         raise SystemExit(2) from None
     endpoints = read_endpoints(settings.state_dir)
     update: dict[str, Any] = {}
-    if not settings.redis_url and endpoints.get("redis_url"):
+    if not connect.configured(settings) and endpoints.get("redis_url"):
         update["redis_url"] = endpoints["redis_url"]
     if not settings.s3_endpoint_url and endpoints.get("s3_endpoint_url"):
         update["s3_endpoint_url"] = endpoints["s3_endpoint_url"]
@@ -49,15 +50,17 @@ def cli_settings() -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
-def redis_client() -> Any:
-    """A Redis client for the running system's Redis; exit 2 when there is none."""
-    import redis
+NO_REDIS = "no Redis: set FAXRELAY_REDIS_URL (or FAXRELAY_REDIS_SENTINELS) or start `faxrelay up`"
 
-    url = cli_settings().redis_url
-    if not url:
-        click.echo("no Redis: set FAXRELAY_REDIS_URL or start `faxrelay up`", err=True)
+
+def redis_client() -> Any:
+    """A Redis client for the running system's Redis (its primary, with Sentinel); exit 2 when
+    there is none."""
+    settings = cli_settings()
+    if not connect.configured(settings):
+        click.echo(NO_REDIS, err=True)
         raise SystemExit(2)
-    return redis.Redis.from_url(url)
+    return connect.sync_client(settings)
 
 
 def cli_runtime(*, need_redis: bool = True) -> Runtime:
@@ -72,8 +75,8 @@ def cli_runtime(*, need_redis: bool = True) -> Runtime:
     settings = cli_settings()
     # The worker code run here logs warnings (a failed download, a refused URL): same format.
     configure_logging("cli", level=logging.WARNING)
-    if need_redis and not settings.redis_url:
-        click.echo("no Redis: set FAXRELAY_REDIS_URL or start `faxrelay up`", err=True)
+    if need_redis and not connect.configured(settings):
+        click.echo(NO_REDIS, err=True)
         raise SystemExit(2)
     holder: list[Runtime] = []
 
@@ -106,11 +109,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def find_record(runtime: Runtime, fax_id: str) -> FaxRecord:
-    """The fax record; exit 1 when there is no such fax."""
-    record = runtime.store.find(fax_id)
-    if record is None:
+    """The fax record (one past its retention from its copy in S3); exit 1 when there is no
+    such fax."""
+    from worker.store.records import RecordNotFound
+
+    try:
+        return runtime.store.get(fax_id)
+    except RecordNotFound:
         fail(f"no fax with id {fax_id}")
-    return record
 
 
 def require_account(runtime: Runtime, name: str) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from webhooks.cli.common import cli_runtime, fail, find_record, history_line, print_table
+from webhooks.cli.remote import refusals, remote_client
 
 if TYPE_CHECKING:
     pass
@@ -42,13 +43,26 @@ def faxes_list(
     as_json: bool,
 ) -> None:
     """Fax records, newest first."""
-    runtime = cli_runtime()
-    page = runtime.store.list(
-        direction=direction, account=account, state=state, limit=limit, cursor=cursor
-    )
+    from faxrelay_client.models import Fax, FaxPage
+
+    if (client := remote_client()) is not None:
+        with refusals():
+            page = client.list(
+                direction=direction,  # type: ignore[arg-type]  # click.Choice checked it
+                account=account,
+                state=state,  # type: ignore[arg-type]
+                limit=limit,
+                cursor=cursor,
+            )
+    else:
+        runtime = cli_runtime()
+        found = runtime.store.list(
+            direction=direction, account=account, state=state, limit=limit, cursor=cursor
+        )
+        items = [Fax.model_validate(r.public()) for r in found.items]
+        page = FaxPage(items=items, next_cursor=found.next_cursor)
     if as_json:
-        items = [r.public() for r in page.items]
-        click.echo(json.dumps({"items": items, "next_cursor": page.next_cursor}, indent=2))
+        click.echo(json.dumps(page.model_dump(mode="json", by_alias=True), indent=2))
         return
     rows = [
         [
@@ -58,7 +72,7 @@ def faxes_list(
         for r in page.items
     ]  # fmt: skip
     print_table(["ID", "DIR", "ACCOUNT", "STATE", "REASON", "FROM", "TO", "PAGES", "CREATED"], rows)
-    if page.next_cursor and len(page.items) == limit:
+    if page.next_cursor:  # a short page may have more after it (a bounded scan)
         click.echo(f"next cursor: {page.next_cursor}")
 
 
@@ -67,9 +81,20 @@ def faxes_list(
 @click.option("--json", "as_json", is_flag=True, help="The record as the API shows it.")
 def faxes_show(fax_id: str, as_json: bool) -> None:
     """One record: its fields, why it failed, and its timeline."""
-    record = find_record(cli_runtime(), fax_id)
+    from faxrelay_client.models import Fax
+
+    last_error = ""  # the step's own data: local mode only (the API shows the public record)
+    if (client := remote_client()) is not None:
+        with refusals(not_found=f"no fax with id {fax_id}"):
+            record = client.get(fax_id)
+    else:
+        local = find_record(cli_runtime(), fax_id)
+        record, last_error = (
+            Fax.model_validate(local.public()),
+            str(local.work.get("last_error", "")),
+        )
     if as_json:
-        click.echo(json.dumps(record.public(), indent=2))
+        click.echo(json.dumps(record.model_dump(mode="json", by_alias=True), indent=2))
         return
     line = f"{record.id}  {record.direction}  {record.account} ({record.provider})  {record.state}"
     click.echo(line)
@@ -86,14 +111,14 @@ def faxes_show(fax_id: str, as_json: bool) -> None:
         ("attempts", " ".join(f"{k}={v}" for k, v in record.attempts.items())),
         ("created", record.created_at), ("updated", record.updated_at),
         ("expires", record.expires_at or ""),
-        ("last error", str(record.work.get("last_error", ""))),
+        ("last error", last_error),
     ]  # fmt: skip
     for name, value in fields:
         if value:
             click.echo(f"  {name + ':':<10} {value}")
     click.echo("  timeline:")
     for entry in record.history:
-        click.echo(history_line(entry, "    "))
+        click.echo(history_line(entry.model_dump(), "    "))
 
 
 @faxes_group.command("retry")
@@ -101,9 +126,20 @@ def faxes_show(fax_id: str, as_json: bool) -> None:
 def faxes_retry(fax_id: str) -> None:
     """Wake a record now: an overdue or retrying one, or an outbound fax whose submit outcome is
     unknown (it is submitted again: check at the provider first). Exit 1 if it is final."""
+    from faxrelay_client import FaxrelayError
     from worker.pipeline.outbound.accept import SendError
     from worker.pipeline.outbound.actions import retry_fax
 
+    if (client := remote_client()) is not None:
+        with refusals(not_found=f"no fax with id {fax_id}"):
+            try:
+                state = client.retry(fax_id).state
+            except FaxrelayError as exc:
+                if exc.status != 409:
+                    raise
+                fail(f"cannot retry {fax_id}: {exc.message}")
+        click.echo(f"{fax_id}: woken ({state})")
+        return
     runtime = cli_runtime()
     find_record(runtime, fax_id)
     try:
@@ -118,9 +154,20 @@ def faxes_retry(fax_id: str) -> None:
 def faxes_cancel(fax_id: str) -> None:
     """Cancel an outbound fax: before submit anywhere, after it where the provider can.
     Exit 1 with the reason when it can no longer be cancelled."""
+    from faxrelay_client import FaxrelayError
     from worker.pipeline.outbound.accept import SendError
     from worker.pipeline.outbound.actions import cancel_fax
 
+    if (client := remote_client()) is not None:
+        with refusals(not_found=f"no fax with id {fax_id}"):
+            try:
+                state = client.cancel(fax_id).state
+            except FaxrelayError as exc:
+                if exc.status != 409:
+                    raise
+                fail(f"cannot cancel {fax_id}: {exc.message}")
+        click.echo(f"{fax_id}: {state}")
+        return
     runtime = cli_runtime()
     find_record(runtime, fax_id)
     try:

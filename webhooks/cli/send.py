@@ -1,32 +1,35 @@
 """``faxrelay send``: send a PDF from the command line, through the same acceptance as the HTTP
-API (``accept_send``), and optionally follow it until it is final.
+API (``accept_send``, after the same /v1 model), and optionally follow it until it is final;
+in remote mode, through the API itself.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from webhooks.cli.common import cli_runtime, fail, history_line, require_account
+from webhooks.cli.remote import refusals, remote_client
 
 if TYPE_CHECKING:
-    from worker.domain import FaxRecord
-    from worker.runtime import Runtime
+    from collections.abc import Callable
+
+    from faxrelay_client import Client, Fax, Sent
 
 GOOD_ENDS = ("delivered", "accepted")
 
 
-def _follow(runtime: Runtime, fax_id: str, timeout: float) -> FaxRecord:
+def _follow(fetch: Callable[[str], Fax], fax_id: str, timeout: float) -> Fax:
     """Print each history entry as it appears, until the fax is final or needs an operator."""
     deadline = time.monotonic() + timeout if timeout else None
     shown, delay = 0, 0.1
     while True:
-        record = runtime.store.get(fax_id)
+        record = fetch(fax_id)
         for entry in record.history[shown:]:
-            click.echo(history_line(entry, "  "))
+            click.echo(history_line(entry.model_dump(), "  "))
         shown = len(record.history)
         if record.final or record.state == "unknown":
             return record
@@ -63,35 +66,65 @@ def send_cmd(
     tracking); 1 when it ends failed, cancelled or unknown, or the send conflicts with an earlier
     one of the same idempotency key; 2 when the request is refused (account, number, document).
     """
-    from worker.pipeline.outbound.accept import SendError, SendRequest, accept_send
+    from faxrelay_client import Fax, Sent
+    from worker.pipeline.outbound.accept import SendError, accept_send
+    from worker.pipeline.outbound.request import parse_upload
 
-    runtime = cli_runtime()
-    require_account(runtime, account)
+    client = remote_client()
+    runtime = None if client is not None else cli_runtime()
+    if runtime is not None:
+        require_account(runtime, account)
     try:
         meta = json.loads(metadata) if metadata else {}
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from None
-    request = SendRequest(
-        account=account,
-        to=to,
-        document={},
-        idempotency_key=idempotency_key,
-        callback_url=callback_url,
-        metadata=meta,
-        file=file.read(),
-    )
-    try:
-        accepted = accept_send(runtime, request)
-    except SendError as exc:
-        fail(f"send refused: {exc.code}: {exc.message}", 1 if exc.status == 409 else 2)
-    record = accepted.record
+    if client is not None:
+        sent = _send_remote(client, file.read(), account, to, callback_url, meta, idempotency_key)
+        fetch: Callable[[str], Fax] = client.get
+    else:
+        assert runtime is not None
+        fields = {"account": account, "to": to, "callback_url": callback_url, "metadata": meta}
+        try:  # the /v1 model, as POST /v1/faxes with an upload
+            request = parse_upload(fields, file.read(), idempotency_key=idempotency_key)
+            accepted = accept_send(runtime, request)
+        except SendError as exc:
+            fail(f"send refused: {exc.code}: {exc.message}", 1 if exc.status == 409 else 2)
+        sent = Sent(Fax.model_validate(accepted.record.public()), accepted.created)
+        store = runtime.store
+        fetch = lambda fax_id: Fax.model_validate(store.get(fax_id).public())  # noqa: E731
+    record = sent.fax
     click.echo(record.id)
-    if not accepted.created:
+    if not sent.created:
         click.echo(f"(an earlier send with this idempotency key; it is {record.state})", err=True)
     if not wait:
         return
-    record = _follow(runtime, record.id, timeout)
+    with refusals():
+        record = _follow(fetch, record.id, timeout)
     if record.state in GOOD_ENDS:
         return
     reason = f": {record.reason} ({record.reason_detail})" if record.reason else ""
     fail(f"{record.id} ended {record.state}{reason}")
+
+
+def _send_remote(
+    client: Client,
+    data: bytes,
+    account: str,
+    to: str,
+    callback_url: str,
+    metadata: dict[str, Any],
+    idempotency_key: str,
+) -> Sent:
+    """POST /v1/faxes with the file; its refusals end the command as the local ones do."""
+    from faxrelay_client import FaxrelayError
+
+    with refusals():
+        try:
+            return client.send_detailed(
+                account, to, data, callback_url=callback_url, metadata=metadata,
+                idempotency_key=idempotency_key,
+            )  # fmt: skip
+        except FaxrelayError as exc:
+            if exc.status in (0, 401, 403) or exc.status >= 500:
+                raise
+            fail(f"send refused: {exc.code}: {exc.message}", 1 if exc.status == 409 else 2)

@@ -1,8 +1,9 @@
 """``faxrelay up`` and ``faxrelay sandbox``: run the whole system (or only the provider sandbox) on
 one machine, with embedded Redis and S3 where the settings name none.
 
-``up`` supervises its processes: the web app, the worker and beat are restarted when they exit or
-wedge; when Redis, S3 or the sandbox exits, everything stops.
+``up`` supervises its processes: the web app, the worker, the archiver and the acceptor
+(``config.workers``) and beat are restarted when they exit or wedge; when Redis, S3 or the sandbox
+exits, everything stops.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import click
 import httpx
 
+from config import connect
 from config.embedded import (
     CELERY_FATAL,
     ManagedProcess,
@@ -29,9 +31,10 @@ from config.embedded import (
     start_redis,
     start_seaweed,
     wait_until,
+    write_private,
 )
-from config.queues import WORKER_QUEUES, WORKER_READY_KEY
-from config.settings import ConfigError, load_settings
+from config.settings import ConfigError, Settings, load_settings
+from config.workers import ACCEPTOR, ARCHIVER, KINDS, WORKER, WorkerKind, worker_argv
 
 
 def _sandbox_config(sandbox_url: str, token: str) -> str:
@@ -54,20 +57,39 @@ def _sandbox_config(sandbox_url: str, token: str) -> str:
 )
 @click.option(
     "--appendfsync",
-    type=click.Choice(["everysec", "always"]),
-    default="everysec",
+    type=click.Choice(["always", "everysec"]),
+    default="always",
     show_default=True,
-    help="AOF fsync policy of the embedded Redis.",
+    help="AOF fsync policy of the embedded Redis: always (a 2xx means on disk) or everysec "
+    "(faster; a host crash may lose the last second).",
 )
 @click.option(
     "--sandbox", "with_sandbox", is_flag=True, help="Add the provider sandbox and a config for it."
 )
-@click.option("--workers", default=2, show_default=True, help="Worker concurrency.")
+@click.option(
+    "--concurrency",
+    default=WORKER.concurrency,
+    show_default=True,
+    help="Threads of the worker (sends, polls, events, sweeps).",
+)
+@click.option(
+    "--archive-concurrency",
+    default=ARCHIVER.concurrency,
+    show_default=True,
+    help="Threads of the archiver (received faxes' downloads and uploads).",
+)
 def up(
-    host: str, port: int, state_dir: Path, appendfsync: str, with_sandbox: bool, workers: int
+    host: str,
+    port: int,
+    state_dir: Path,
+    appendfsync: str,
+    with_sandbox: bool,
+    concurrency: int,
+    archive_concurrency: int,
 ) -> None:
-    """Start the whole system: Redis, S3, the web app, a worker and beat. Ctrl-C stops it."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Start the whole system: Redis, S3, the web app, the worker, the archiver and the acceptor,
+    and beat. Ctrl-C stops it."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # (a new one: its owner's only)
     endpoints_file = state_dir / "endpoints.json"
     endpoints_file.unlink(missing_ok=True)  # it describes a running system only
     env = dict(os.environ)
@@ -87,10 +109,16 @@ def up(
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
     try:
-        if not env.get("FAXRELAY_REDIS_URL"):
+        if not env.get("FAXRELAY_REDIS_URL") and not env.get("FAXRELAY_REDIS_SENTINELS"):
             redis_port = free_port()
-            procs.append(start_redis(state_dir / "redis", redis_port, appendfsync=appendfsync))
-            env["FAXRELAY_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            # A password, even on loopback: any local user or a browser's page could talk to it.
+            password = _state_secret(state_dir / "redis-password")
+            procs.append(
+                start_redis(
+                    state_dir / "redis", redis_port, appendfsync=appendfsync, password=password
+                )
+            )
+            env["FAXRELAY_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{redis_port}/0"
         if not env.get("FAXRELAY_S3_ENDPOINT_URL"):
             env.setdefault("FAXRELAY_S3_BUCKET", "faxrelay")
             ports = SeaweedPorts.pick()
@@ -112,28 +140,26 @@ def up(
             if not env.get("FAXRELAY_CONFIG"):
                 token = _state_secret(state_dir / "sandbox-webhook-token")
                 config = state_dir / "sandbox.toml"
-                config.write_text(_sandbox_config(sandbox_url, token))
+                write_private(config, _sandbox_config(sandbox_url, token))
                 env["FAXRELAY_CONFIG"] = str(config.resolve())
             env.setdefault("FAXRELAY_CALLBACK_HOSTS", "127.0.0.1,localhost")
             if not env.get("FAXRELAY_API_TOKENS"):  # so the dashboard and API can be tried at once
                 env["FAXRELAY_API_TOKENS"] = _state_secret(state_dir / "sandbox-api-token")
-        _check_config(env)
+        settings = _check_config(env)
         web_url = f"http://{host}:{port}"
         factories: dict[str, Callable[[], ManagedProcess]] = {
             "web": lambda: ManagedProcess(
                 "web",
                 [sys.executable, "-m", "uvicorn", "--factory", "webhooks.app:create_app",
-                 "--host", host, "--port", str(port), "--no-access-log"],
+                 "--host", host, "--port", str(port), "--no-access-log",
+                 "--no-proxy-headers"],  # the app applies FAXRELAY_FORWARDED_ALLOW_IPS itself
                 env=env,
             ),
-            "worker": lambda: ManagedProcess(
-                "worker",
-                [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
-                 "-Q", WORKER_QUEUES, "--concurrency", str(workers), "-l", "info", "-n", "faxrelay@%h"],
-                env=env,
-                stop_timeout=30,
-                fatal_markers=CELERY_FATAL,
-            ),
+            # config/workers.py: the archiver's slots are for received faxes only, so a burst
+            # of large ones never holds up a send or a poll.
+            "worker": lambda: _worker(WORKER, concurrency, env),
+            "archiver": lambda: _worker(ARCHIVER, archive_concurrency, env),
+            "acceptor": lambda: _worker(ACCEPTOR, ACCEPTOR.concurrency, env),
             "beat": lambda: ManagedProcess(
                 "beat",
                 [sys.executable, "-m", "celery", "-A", "config.celery_app", "beat", "-l", "info",
@@ -144,12 +170,12 @@ def up(
         }  # fmt: skip
         app_procs = {name: make().start() for name, make in factories.items()}
         procs.extend(app_procs.values())
-        web, worker = app_procs["web"], app_procs["worker"]
-        _wait_http(f"{web_url}/readyz", 60, web)
-        _wait_worker(env, worker)
+        _wait_http(f"{web_url}/readyz", 60, app_procs["web"])
+        for kind in KINDS:
+            _wait_worker(settings, kind, app_procs[kind.name])
         endpoints = {
             "web_url": web_url,
-            "redis_url": env["FAXRELAY_REDIS_URL"],
+            "redis_url": env.get("FAXRELAY_REDIS_URL", ""),  # empty with Sentinel
             "s3_endpoint_url": env["FAXRELAY_S3_ENDPOINT_URL"],
             "s3_bucket": env.get("FAXRELAY_S3_BUCKET", "faxrelay"),
             "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID", "faxrelay"),
@@ -159,9 +185,9 @@ def up(
             if env.get("FAXRELAY_CONFIG")
             else "",
         }
-        endpoints_file.write_text(json.dumps(endpoints, indent=2))
+        write_private(endpoints_file, json.dumps(endpoints, indent=2))  # S3 keys, Redis password
         click.echo(f"faxrelay is up: web {web_url}  (ready: {web_url}/readyz)")
-        click.echo(f"  redis {endpoints['redis_url']}  s3 {endpoints['s3_endpoint_url']}")
+        click.echo(f"  redis {connect.describe(settings)}  s3 {endpoints['s3_endpoint_url']}")
         if sandbox_url:
             click.echo(f"  sandbox {sandbox_url}  config {endpoints['config']}")
             click.echo(f"  dashboard token: in {state_dir / 'sandbox-api-token'}")
@@ -190,8 +216,7 @@ def up(
 def _state_secret(path: Path) -> str:
     """A random token kept in the state directory (made on first use, readable by its owner)."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(24))
     return path.read_text().strip()
 
 
@@ -200,11 +225,12 @@ def _stop(procs: list[ManagedProcess]) -> None:
         proc.stop()
 
 
-def _check_config(env: dict[str, str]) -> None:
+def _check_config(env: dict[str, str]) -> Settings:
+    """The settings the children will read from ``env``; ConfigError when they are invalid."""
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        load_settings()
+        return load_settings()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -214,23 +240,47 @@ def _wait_http(url: str, timeout: float, proc: ManagedProcess) -> None:
     wait_until(lambda: httpx.get(url, timeout=2).status_code == 200, timeout, url, proc)
 
 
-def _wait_worker(env: dict[str, str], proc: ManagedProcess) -> None:
-    import redis
+def _worker(kind: WorkerKind, concurrency: int, env: dict[str, str]) -> ManagedProcess:
+    return ManagedProcess(
+        kind.name,
+        worker_argv(kind, f"{kind.name}@%h", concurrency=concurrency),
+        env=env,
+        stop_timeout=30,
+        fatal_markers=CELERY_FATAL,
+    )
 
-    client = redis.Redis.from_url(env["FAXRELAY_REDIS_URL"])
-    wait_until(lambda: bool(client.exists(WORKER_READY_KEY)), 60, "the worker", proc)
+
+def _wait_worker(settings: Settings, kind: WorkerKind, proc: ManagedProcess) -> None:
+    client = connect.sync_client(settings)
+    wait_until(lambda: bool(client.exists(kind.ready_key)), 60, f"the {kind.name}", proc)
 
 
 @click.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8900, show_default=True)
 @click.option("--speed", default=1.0, show_default=True, help="Sandbox clock speed.")
-def sandbox_cmd(host: str, port: int, speed: float) -> None:
+@click.option(
+    "--latency", default=0.0, show_default=True, help="Seconds before each provider call answers."
+)
+@click.option(
+    "--bandwidth",
+    default="0",
+    show_default=True,
+    help="Each provider call's bytes per second, e.g. 4MB/s (0: unlimited).",
+)
+def sandbox_cmd(host: str, port: int, speed: float, latency: float, bandwidth: str) -> None:
     """Run the provider sandbox (the five providers' APIs, with fault injection)."""
     import uvicorn
 
     from sandbox.app import create_app
     from sandbox.core import Sandbox
+    from sandbox.network import parse_rate
 
+    try:
+        rate = parse_rate(bandwidth)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bandwidth") from None
+    sb = Sandbox(speed=speed)
+    sb.network.set(latency, rate)
     click.echo(f"sandbox on http://{host}:{port}  (control API: /_sandbox/…)")
-    uvicorn.run(create_app(Sandbox(speed=speed)), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(sb), host=host, port=port, log_level="info")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 import httpx
 
 from webhooks.cli.common import cli_settings, read_endpoints, redis_client
+from webhooks.cli.remote import refusals, remote_client
 
 
 @click.group("webhooks")
@@ -25,7 +27,12 @@ def webhooks_list(limit: int, account: str | None) -> None:
     """Recent webhook requests, newest first."""
     from worker.store.rawlog import list_entries
 
-    for e in list_entries(redis_client(), limit, account):
+    if (client := remote_client()) is not None:
+        with refusals():
+            entries: list[Any] = client.webhooks(limit=limit, account=account).items
+    else:
+        entries = list_entries(redis_client(), limit, account)
+    for e in entries:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
         click.echo(
             f"{e.id}  {at}Z  {e.account:<12} {e.route:<8} {e.status}  {e.outcome:<10} {e.fax_id}"
@@ -38,6 +45,12 @@ def webhooks_show(log_id: str) -> None:
     """One webhook request in full (secrets redacted)."""
     from worker.store.rawlog import get_entry
 
+    if (client := remote_client()) is not None:
+        with refusals(not_found=f"no webhook log entry {log_id}"):
+            shown = client.webhook(log_id)
+        data = shown.model_dump(mode="json", exclude={"body_b64"})
+        click.echo(json.dumps(data, indent=2))
+        return
     entry = get_entry(redis_client(), log_id)
     if entry is None:
         click.echo(f"no webhook log entry {log_id}", err=True)
@@ -54,6 +67,12 @@ def webhooks_replay(log_id: str, url: str | None) -> None:
     """Send a stored webhook request to faxrelay again (dedup makes this safe)."""
     from worker.store.rawlog import get_entry
 
+    if (client := remote_client()) is not None:  # the server replays it through its route
+        with refusals(conflict=1, not_found=f"no webhook log entry {log_id}"):
+            replayed = client.replay(log_id)
+        about = " ".join(f"{k}={v}" for k, v in replayed.about.items())
+        click.echo(" ".join(x for x in (str(replayed.status), about, replayed.body) if x))
+        raise SystemExit(0 if replayed.status < 300 else 1)
     settings = cli_settings()  # the running system's configuration, as redis_client() uses
     entry = get_entry(redis_client(), log_id)
     if entry is None:

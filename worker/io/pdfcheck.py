@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import IO
 
+from celery.exceptions import SoftTimeLimitExceeded
 from pypdf import PdfReader
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # malformed input is reported by us, once
@@ -28,6 +29,8 @@ def check_pdf(stream: IO[bytes]) -> PdfCheck:
         return PdfCheck(False, None, f"the file is {kind} (no %PDF- header)")
     try:
         pages = len(PdfReader(stream, strict=False).pages)
+    except SoftTimeLimitExceeded:
+        raise  # the task's time ran out mid-parse: no verdict on the file (the step retries)
     except Exception as exc:  # pypdf raises many kinds on malformed input; any means unreadable
         return PdfCheck(False, None, f"the PDF cannot be parsed: {type(exc).__name__}: {exc}")
     finally:

@@ -31,6 +31,7 @@ from worker.domain import FaxRecord, iso, utcnow
 from worker.io.fetch import URLRefused, guarded_client
 from worker.retry import EVENT
 from worker.store import keys
+from worker.store.records import SideLog
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,21 @@ def targets_for(settings: Settings, record: FaxRecord, event_type: str) -> list[
     return out
 
 
-def emit(client: redis.Redis, settings: Settings, record: FaxRecord, event_type: str) -> list[str]:
-    """Record one delivery per target; returns their ids for the caller to wake."""
+def outbox(
+    settings: Settings, record: FaxRecord, event_type: str
+) -> tuple[list[str], list[SideLog]]:
+    """One delivery per target of the event, as outbox entries for the store's save script to
+    write with the record's move (DESIGN.md principle 8); and their ids, to wake once saved.
+
+    Each is due after ``wake_grace``: the saver wakes it at once, and the sweeper if the saver
+    died first."""
     body = json.dumps(
         {"type": event_type, "timestamp": iso(utcnow()), "data": record.public()},
         separators=(",", ":"),
     )
-    ids = []
-    now = time.time()
-    pipe = client.pipeline(transaction=True)
+    ids: list[str] = []
+    entries: list[SideLog] = []
+    due = time.time() + settings.wake_grace
     for target in targets_for(settings, record, event_type):
         delivery_id = "msg_" + secrets.token_hex(12)
         entry = {
@@ -103,10 +110,30 @@ def emit(client: redis.Redis, settings: Settings, record: FaxRecord, event_type:
             "attempts": 0,
             "last_error": "",
         }
-        pipe.set(keys.delivery_key(delivery_id), json.dumps(entry), ex=keys.DELIVERY_TTL)
-        pipe.zadd(DELIVERIES_DUE, {delivery_id: now + settings.wake_grace})
+        entries.append(
+            SideLog(
+                keys.delivery_key(delivery_id),
+                json.dumps(entry).encode(),
+                keys.DELIVERY_TTL,
+                DELIVERIES_DUE,
+                due,
+                delivery_id,
+            )
+        )
         ids.append(delivery_id)
-    if ids:
+    return ids, entries
+
+
+def emit(client: redis.Redis, settings: Settings, record: FaxRecord, event_type: str) -> list[str]:
+    """Record one delivery per target on its own (no state change goes with it); returns their
+    ids for the caller to wake. A step that moves a record writes its events with the move
+    instead (``steps.save_step``'s ``events``)."""
+    ids, entries = outbox(settings, record, event_type)
+    if entries:
+        pipe = client.pipeline(transaction=True)
+        for entry in entries:
+            pipe.set(entry.key, entry.json, ex=entry.ttl)
+            pipe.zadd(entry.index_key, {entry.member: entry.score})
         pipe.execute()
     return ids
 

@@ -30,6 +30,8 @@ import time
 from datetime import timedelta
 from typing import IO, Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from worker import metrics
 from worker.domain import (
     Direction,
@@ -45,6 +47,7 @@ from worker.io.archive import sha256_of
 from worker.io.fetch import URLRefused
 from worker.io.pdfcheck import check_pdf
 from worker.logctx import bind_fax, fax_context
+from worker.pipeline import cleanup
 from worker.pipeline.steps import leased, save_step
 from worker.providers import provider_class
 from worker.providers.base import (
@@ -54,7 +57,7 @@ from worker.providers.base import (
     ProviderError,
     is_content_id_of,
 )
-from worker.retry import ARCHIVE, ARCHIVE_NOT_FOUND, RetryRule
+from worker.retry import ARCHIVE, ARCHIVE_NOT_FOUND, INTERRUPTED, RetryRule
 from worker.runtime import INBOUND_TASK, Runtime
 from worker.store import keys
 from worker.store.records import Created, dedup_key, dedup_ref
@@ -121,15 +124,26 @@ def handle_inbound(runtime: Runtime, fax_id: str) -> None:
 
 
 def _announce(runtime: Runtime, record: FaxRecord) -> None:
-    """``fax.received`` once per record, before anything else happens to it (under the lease)."""
+    """``fax.received`` once per record, before anything else happens to it (under the lease);
+    the mark and the event are one write."""
     if record.work.get("announced"):
         return
+    save_step(
+        runtime,
+        record.id,
+        None,
+        due_at=record.due_at,
+        work={"announced": True},
+        events=("fax.received",),
+        precondition=lambda r: not r.work.get("announced"),
+        live_only=True,
+    )
 
-    def mark(r: FaxRecord) -> None:
-        r.work["announced"] = True
 
-    announced, _ = runtime.store.update(record.id, mark)
-    runtime.emit(announced, "fax.received")
+# Failures after which a staged PDF (one that came inside the webhook) is no longer needed: it is
+# not a PDF (its bytes are quarantined), or the fax never depended on it. Other failures (expired,
+# time_limit) keep it: it may be all there is of the fax.
+UNSTAGE_ON = frozenset({"not_pdf", "download_refused", "provider_error", "not_found"})
 
 
 def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: Any) -> None:
@@ -141,10 +155,12 @@ def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: An
         detail=detail,
         fields=changes,
         live_only=True,
+        events=("fax.failed",),
+        owe=(cleanup.UNSTAGE,) if reason in UNSTAGE_ON else (),
     )
     if record is not None:
         log.warning("fax %s failed: %s (%s)", fax_id, reason, detail)
-        runtime.emit(record, "fax.failed")
+        cleanup.clean_up(runtime, record)
 
 
 def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, detail: str) -> None:
@@ -185,6 +201,7 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
         work=work,
         attempts={"download": attempts, kind: attempts_of_kind},
         live_only=True,  # another worker archived it meanwhile: nothing to retry
+        events=("fax.archive_at_risk",) if at_risk else (),
     )
     if updated is None:
         return
@@ -196,8 +213,6 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
         detail,
         delay,
     )
-    if at_risk:
-        runtime.emit(updated, "fax.archive_at_risk")
 
 
 def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
@@ -210,7 +225,7 @@ def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
 
 
 def archive_fax(runtime: Runtime, fax_id: str) -> None:
-    with fax_context(fax_id), leased(runtime, fax_id, renew=True) as mine:
+    with fax_context(fax_id), leased(runtime, fax_id) as mine:
         if mine:
             _archive(runtime, fax_id)
 
@@ -218,19 +233,43 @@ def archive_fax(runtime: Runtime, fax_id: str) -> None:
 def _archive(runtime: Runtime, fax_id: str) -> None:
     record = runtime.store.find(fax_id)
     bind_fax(record)
-    if record is None or record.final or record.direction != Direction.INBOUND:
+    if record is None or record.direction != Direction.INBOUND:
+        return
+    if record.final:
+        cleanup.clean_up(runtime, record)  # what it still owes (the sweeper woke it for that)
         return
     if record.scheduled_later(time.time()):
         return  # a duplicate wake-up (e.g. the sweeper while this one was queued)
+    runs = int(record.work.get("interrupted", 0))
+    if INTERRUPTED.max_attempts is not None and runs >= INTERRUPTED.max_attempts:
+        _fail(
+            runtime,
+            fax_id,
+            INTERRUPTED.on_exhausted,
+            f"the archive step ended without a result {runs} times in a row (its worker was "
+            "killed, or it ran over its time limit)",
+        )
+        return
     _announce(runtime, record)
     lease_due = time.time() + runtime.settings.lease_seconds
     fetching = save_step(
-        runtime, fax_id, State.FETCHING, note="downloading", due_at=lease_due, live_only=True
+        runtime,
+        fax_id,
+        State.FETCHING,
+        note="downloading",
+        due_at=lease_due,
+        live_only=True,
+        run_started=True,
     )
     if fetching is None:
         return  # another worker finished it meanwhile
     try:
         _fetch_and_archive(runtime, fetching)
+    except SoftTimeLimitExceeded:  # a download or parse that would not end: bounded retries
+        log.warning("fax %s: the archive step ran over its time limit", fax_id)
+        _retry(
+            runtime, fetching, INTERRUPTED, "time_limit", "the archive step ran over its time limit"
+        )
     except Exception as exc:  # unforeseen (S3 down, a bug): retried until the copy expires
         log.exception("fax %s: archiving failed", fax_id)
         _retry(runtime, fetching, ARCHIVE, "unexpected", f"{type(exc).__name__}: {exc}")
@@ -266,6 +305,13 @@ def _fetch_and_archive(runtime: Runtime, record: FaxRecord) -> None:
             return
         digest, size = sha256_of(spool)
         owner = _content_owner(runtime, record, digest)
+        if owner is not None and owner.state != State.ARCHIVED:
+            # The other record has the same fax and has not archived it yet: which of the two
+            # archives it is decided once it has (it may yet fail: then this one takes it).
+            _retry(
+                runtime, record, ARCHIVE, "content_owner", f"{owner.id} holds the same PDF for now"
+            )
+            return
         if owner is not None:
             _end_duplicate(runtime, record, owner, digest)
             return
@@ -286,11 +332,12 @@ def _fetch_and_archive(runtime: Runtime, record: FaxRecord) -> None:
             "pages": checked.pages,
         },
         live_only=True,
+        events=("fax.archived",),
+        owe=cleanup.owed_once_archived(runtime, record),
     )
     if archived is None:
         return  # another worker (whose lease had lapsed) archived it first: its event stands
-    runtime.emit(archived, "fax.archived")
-    _clean_up(runtime, archived)
+    cleanup.clean_up(runtime, archived)
 
 
 def _content_owner(runtime: Runtime, record: FaxRecord, digest: str) -> FaxRecord | None:
@@ -315,7 +362,8 @@ def _by_content(record: FaxRecord, digest: str) -> bool:
 
 
 def _end_duplicate(runtime: Runtime, record: FaxRecord, owner: FaxRecord, digest: str) -> None:
-    """No second upload and no events: the fax's own are the other record's."""
+    """No second upload and no events: the fax's own are the other record's (archived: its
+    copies here are no longer needed)."""
     ended = save_step(
         runtime,
         record.id,
@@ -324,25 +372,11 @@ def _end_duplicate(runtime: Runtime, record: FaxRecord, owner: FaxRecord, digest
         detail=f"the same fax as {owner.id} (the same PDF, sha256 {digest})",
         fields={"sha256": digest},
         live_only=True,
+        owe=cleanup.owed_once_archived(runtime, record),
     )
     if ended is not None:
         log.info("fax %s is a duplicate of %s", record.id, owner.id)
-        if owner.state == State.ARCHIVED:  # its copies are no longer needed
-            _clean_up(runtime, ended)
-
-
-def _clean_up(runtime: Runtime, record: FaxRecord) -> None:
-    """Once the PDF is in the archive: drop the staged copy, and the provider's if asked to."""
-    staged = str(record.work.get("staged_key", ""))
-    if staged:
-        runtime.archive.client.delete_object(Bucket=runtime.archive.bucket, Key=staged)
-    if runtime.settings.account(record.account).delete_after_archive:
-        try:
-            runtime.provider(record.account).delete_inbound(inbound_fax_of(record))
-        except ProviderError as exc:
-            log.warning(
-                "fax %s archived, but deleting the provider's copy failed: %s", record.id, exc
-            )
+        cleanup.clean_up(runtime, ended)
 
 
 def reconcile_is_due(runtime: Runtime, account_name: str) -> bool:

@@ -30,7 +30,7 @@ def sweep(runtime: Runtime, limit: int = 500) -> SweepResult:
     woken = 0
     for fax_id in runtime.store.claim_due(limit=limit, grace=grace):
         record = runtime.store.find(fax_id)
-        if record is None or record.final:
+        if record is None or (record.final and not record.work.get("owed")):
             continue
         runtime.wake(record)
         woken += 1

@@ -163,6 +163,9 @@ class OutgoingDocument:
     size: int
     content_type: str = "application/pdf"
     url: str = ""  # a presigned URL (PrimeVox downloads the file itself)
+    # Unique to this submit, for a provider that returns no job id but lists something the
+    # sender chose (voip.ms: the station id), so that its outcome is matched to this send alone.
+    reference: str = ""
 
 
 # The provider fax id of a fax known only by its PDF (a callback that carries the file and no id):
@@ -281,6 +284,14 @@ class Provider:
     def find_submitted(self, to: str, since: datetime) -> SubmitResult | None:
         """Find a job submitted to ``to`` since ``since`` (for a submit whose answer was lost)."""
         raise self.unsupported("find_submitted")
+
+    def submitted_candidates(
+        self, to: str, since: datetime, reference: str = ""
+    ) -> list[SubmitResult]:
+        """Every job that may be the submit to ``to`` since ``since`` whose answer was lost
+        (``reference``: what that submit carried as ``OutgoingDocument.reference``). The caller
+        takes one only when it is the only candidate no other send owns."""
+        raise self.unsupported("submitted_candidates")
 
     def cancel(self, job_id: str) -> None:
         raise self.unsupported("cancel")

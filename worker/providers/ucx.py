@@ -490,6 +490,15 @@ class UcxClient(Provider):
 
     def find_submitted(self, to: str, since: datetime) -> SubmitResult | None:
         """The earliest job to ``to`` at or after ``since`` (activejobs TX, recordsget TX)."""
+        found = self.submitted_candidates(to, since)
+        return found[0] if found else None
+
+    def submitted_candidates(
+        self, to: str, since: datetime, reference: str = ""
+    ) -> list[SubmitResult]:
+        """Every job to ``to`` at or after ``since`` (activejobs TX, recordsget TX), earliest
+        first. UCX lists nothing the sender chose (``reference`` is not used): the job id is
+        what tells two sends apart."""
         target = self.normalize_destination(to)
         cutoff = since.timestamp() - CLOCK_SKEW
         found: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -507,10 +516,8 @@ class UcxClient(Provider):
             consider(job, "destination")
         for record in self._walk_records("TX", cutoff):
             consider(record, "phone_number")
-        if not found:
-            return None
-        job_id, (_, item) = min(found.items(), key=lambda pair: pair[1][0])
-        return SubmitResult(job_id=job_id, raw=item)
+        ordered = sorted(found.items(), key=lambda pair: pair[1][0])
+        return [SubmitResult(job_id=job_id, raw=item) for job_id, (_, item) in ordered]
 
     def cancel(self, job_id: str) -> None:
         """JobCancel; ProviderPermanentError when the job can no longer be cancelled."""

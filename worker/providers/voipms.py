@@ -6,8 +6,12 @@ What the provider offers (``provider-docs/voipms.txt`` and the README beside it)
   ``method`` plus the method's own. Every answer is JSON whose ``status`` is ``"success"`` or an
   error code (see ``ERROR``); ``no_message`` means an empty list.
 - ``sendFaxMessage`` (urlencoded POST, the file in base64) answers only ``{"status":"success"}``:
-  no fax id. ``SubmitResult.job_id`` is therefore ``''``; the outgoing fax is found again in
-  ``getFaxMessages`` folder ``SENT`` by its destination and time (``status``, ``find_submitted``).
+  no fax id. Where the account sets no ``station_id``, each submit sends the send's reference
+  (``OutgoingDocument.reference``, unique to the submit) as its station id, and that reference is
+  the ``job_id``: ``SENT`` lists it back (``stationid``), so ``status`` and
+  ``submitted_candidates`` find this send's fax and no other. With a fixed station id the
+  ``job_id`` is ``''`` and the fax is found by its destination and time, which another fax to the
+  same number can match.
 - Received faxes: ``getFaxMessages`` folder ``INBOX`` (dates ``YYYY-MM-DD``, ranges of at most 92
   days: longer ranges are split), ``getFaxMessagePDF`` (the PDF in base64 inside JSON),
   ``deleteFaxMessage``; the ``url_callback`` POST on receipt (``parse_inbound_webhook``).
@@ -19,8 +23,10 @@ Assumptions beyond the docs (kept in one place so they can be corrected):
 
 - ``getFaxMessages`` ``date`` values carry no zone; they are read in ``DATE_ZONE`` (UTC). Date
   ranges asked for are widened by a day on each side so that a different zone loses nothing.
-- A SENT fax is matched to a submit when its destination equals the submit's and its date lies
-  between ``MATCH_BEFORE`` before and ``MATCH_AFTER`` after the submit; the closest one wins.
+- ``getFaxMessages`` lists a SENT fax's ``stationid`` as the ``station_id`` it was sent with.
+- Without a reference, a SENT fax is matched to a submit when its destination equals the
+  submit's and its date lies between ``MATCH_BEFORE`` before and ``MATCH_AFTER`` after the
+  submit; the closest one wins.
   Until it is listed, the job reads as queued (``UNKNOWN`` after ``NOT_LISTED_GRACE``).
 - Only ``SUCCESS`` is a documented status word; the rest of ``STATUS`` is a best guess, and a
   failure's cause is also read from the ``msg`` member (busy, no answer, bad number: ``CAUSE``).
@@ -232,6 +238,11 @@ def _cause_from(text: str) -> FailureCause | None:
     return None
 
 
+def _tag(fax: Mapping[str, Any]) -> str:
+    """The station id a SENT fax lists (where faxrelay put the send's reference)."""
+    return str(fax.get("stationid") or "").strip()
+
+
 def job_status(fax: Mapping[str, Any]) -> JobStatus:
     """A getFaxMessages entry read as a job status (state, cause, pages, the raw fields)."""
     raw_word = str(fax.get("status", "") or "")
@@ -438,16 +449,34 @@ class VoipMsClient(Provider):
             "to_number": to_number,
             "from_name": self.account.secret("from_name") or from_number,
             "from_number": from_number,
-            "station_id": self.account.secret("station_id"),
+            "station_id": self.account.secret("station_id") or document.reference or None,
             "file": base64.b64encode(content).decode("ascii"),
         }
         data = self.call("sendFaxMessage", params, operation="submit", post=True, idempotent=False)
         raw = {k: v for k, v in data.items() if k != "file"}
         raw.update({"to_number": to_number, "from_number": from_number, "bytes": len(content)})
-        return SubmitResult(job_id="", raw=raw)
+        # voip.ms answers no id. Where the account sets no station id, the send's reference goes
+        # as its station id and stands in for the job id: SENT lists it, so the outcome is this
+        # send's alone. A fixed station id leaves only the destination and time to match by.
+        tagged = not self.account.secret("station_id") and document.reference
+        return SubmitResult(job_id=document.reference if tagged else "", raw=raw)
 
     def status(self, job_id: str, to: str = "", submitted_at: datetime | None = None) -> JobStatus:
-        """The SENT fax to ``to`` closest to ``submitted_at`` (``job_id`` is '' for voip.ms)."""
+        """The SENT fax whose station id is ``job_id`` (the reference ``submit`` sent as its
+        station id); with no ``job_id``, the SENT fax to ``to`` closest to ``submitted_at``."""
+        if job_id and to:
+            destination = self.normalize_destination(to)
+            anchor = _utc(submitted_at) if submitted_at is not None else None
+            tagged = [f for f in self._sent_to(destination, anchor, "status") if _tag(f) == job_id]
+            match = self._closest(tagged, anchor)
+            if match is not None:
+                return job_status(match)
+            late = anchor is not None and datetime.now(UTC) - anchor > NOT_LISTED_GRACE
+            return JobStatus(
+                state=JobState.UNKNOWN if late else JobState.QUEUED,
+                raw_status="",
+                detail=f"no fax with station id {job_id} listed in SENT yet",
+            )
         if not to:
             raise ProviderPermanentError(
                 self.name, "status", "voip.ms gives no fax id: status needs the destination number"
@@ -472,6 +501,24 @@ class VoipMsClient(Provider):
         if match is None:
             return None
         return SubmitResult(job_id="", raw=dict(match))
+
+    def submitted_candidates(
+        self, to: str, since: datetime, reference: str = ""
+    ) -> list[SubmitResult]:
+        """The SENT faxes that may be a submit to ``to`` since ``since`` whose answer was lost:
+        with a ``reference`` (sent as the station id), those that carry it; without one, every
+        fax to ``to`` in the window, closest first (which only a single one can settle)."""
+        destination = self.normalize_destination(to)
+        anchor = _utc(since)
+        sent = self._sent_to(destination, anchor, "find_submitted")
+        if reference:
+            return [
+                SubmitResult(job_id=reference, raw=dict(f)) for f in sent if _tag(f) == reference
+            ]
+        sent.sort(
+            key=lambda f: abs(((parse_date(f.get("date")) or anchor) - anchor).total_seconds())
+        )
+        return [SubmitResult(job_id="", raw=dict(f)) for f in sent]
 
     def _sent_to(
         self, destination: str, anchor: datetime | None, operation: str

@@ -6,4 +6,6 @@
 - ``scripts``: the Lua scripts ``records`` writes with, so a record and its indexes never disagree.
 - ``groupcommit``: the web app's batching of concurrent script calls over one connection.
 - ``rawlog``: the raw webhook log, every request to a webhook route, accepted or refused.
+- ``replicas``: waiting for the replicas (``WAIT``) before an acknowledgement
+  (FAXRELAY_REDIS_MIN_REPLICAS). Clients are made by ``config.connect`` (a URL or Sentinel).
 """

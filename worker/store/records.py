@@ -17,16 +17,17 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
+import anyio
 import orjson
 import redis
 import redis.asyncio as aioredis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
+from config import connect
+from config.settings import Settings
 from worker.domain import FaxRecord, State
 from worker.store import keys, scripts
 from worker.store.groupcommit import GroupCommit
@@ -38,6 +39,14 @@ from worker.store.keys import fax_key as fax_key
 
 T = TypeVar("T")
 MAX_CAS_ATTEMPTS = 50
+# A record's history keeps its first entry (how the fax began) and the newest ones, with one
+# entry counting those dropped between: a fax retried hourly for weeks must not grow without end.
+HISTORY_CAP = 50
+# Records one listing page reads at most: a filter that matches few records of a large index
+# answers a short page with a cursor to go on from, rather than reading the whole index.
+MAX_LIST_SCAN = 5000
+# Reads a record that has left Redis (past its retention) from its archived copy, or None.
+RetiredReader = Callable[[str], FaxRecord | None]
 
 
 class RecordNotFound(KeyError):
@@ -80,6 +89,12 @@ class SideLog(NamedTuple):
 NO_LOG: list[str | int | bytes] = ["", "", 0, "", "0", ""]
 
 
+class ScriptArgs(Protocol):
+    """A raw-log entry as the create script writes it (``rawlog.LogWrite``): its six arguments."""
+
+    def args(self) -> list[str | int | bytes]: ...
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[FaxRecord]
@@ -118,7 +133,7 @@ def _create_args(
     fingerprint: str,
     queue: str,
     message: str,
-    log: SideLog | None = None,
+    log: ScriptArgs | None = None,
 ) -> list[str | int | bytes]:
     return [
         record.id,
@@ -136,14 +151,19 @@ def _create_args(
     ]
 
 
-def _index_for(direction: str | None, account: str | None, state: str | None) -> str:
-    if state:
-        return keys.state_index(state)
-    if account:
-        return keys.account_index(account)
-    if direction:
-        return keys.direction_index(direction)
-    return keys.INDEX_ALL
+def _indexes_for(direction: str | None, account: str | None, state: str | None) -> list[str]:
+    """The indexes a listing may walk: each filter's (the smallest is walked; the records it
+    lists are checked against the other filters), or every record's."""
+    found = [
+        index
+        for value, index in (
+            (state, keys.state_index(state or "")),
+            (account, keys.account_index(account or "")),
+            (direction, keys.direction_index(direction or "")),
+        )
+        if value
+    ]
+    return found or [keys.INDEX_ALL]
 
 
 def _matches(
@@ -176,9 +196,12 @@ def _upper(cursor: str | None) -> str:
     return f"({cursor}" if cursor else "+"
 
 
-def _save_args(record: FaxRecord, old_state: State) -> list[str | int | bytes]:
-    """The SAVE script's arguments: compare-and-set against the version the change started from."""
-    return [
+def _save_args(
+    record: FaxRecord, old_state: State, outbox: Sequence[SideLog] = ()
+) -> list[str | int | bytes]:
+    """The SAVE script's arguments: compare-and-set against the version the change started from,
+    and the outbox entries written with it."""
+    args: list[str | int | bytes] = [
         record.id,
         record.version - 1,
         _dumps(record),
@@ -186,6 +209,13 @@ def _save_args(record: FaxRecord, old_state: State) -> list[str | int | bytes]:
         str(record.state),
         _due_arg(record),
     ]
+    for entry in outbox:
+        args.extend(entry.args())
+    return args
+
+
+# What a save writes beside the record (its events' deliveries), made from the changed record.
+Outbox = Callable[[FaxRecord], Sequence[SideLog]]
 
 
 def _mutated(
@@ -196,33 +226,53 @@ def _mutated(
         raise RecordNotFound(fax_id)
     old_state = record.state
     result = mutate(record)
+    _cap_history(record)
     record.version += 1
     return record, old_state, result
+
+
+def _cap_history(record: FaxRecord) -> None:
+    """At most ``HISTORY_CAP`` entries: the first, one that counts the dropped ones (``dropped``),
+    and the newest."""
+    history = record.history
+    if len(history) <= HISTORY_CAP:
+        return
+    counted = len(history) > 1 and "dropped" in history[1]
+    start = 2 if counted else 1
+    newest = HISTORY_CAP - 2
+    gone = history[start : len(history) - newest]
+    dropped = int(history[1]["dropped"]) if counted else 0
+    dropped += len(gone)
+    marker = {
+        "state": gone[-1]["state"],
+        "at": gone[-1]["at"],
+        "note": f"{dropped} earlier entries not kept (the history keeps {HISTORY_CAP})",
+        "dropped": dropped,
+    }
+    record.history = [history[0], marker, *history[-newest:]]
 
 
 class FaxStore:
     """Blocking store, for workers and the CLI."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, retired: RetiredReader | None = None) -> None:
         self.redis = client
+        self.retired = retired  # where get() finds a record past retention (the S3 copy)
         self._create = client.register_script(scripts.CREATE)
         self._save = client.register_script(scripts.SAVE)
         self._claim_due = client.register_script(scripts.CLAIM_DUE)
         self._release = client.register_script(scripts.RELEASE)
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> FaxStore:
+        """The store of the configured Redis (a URL or Sentinel). Its client retries on a fresh
+        connection when Redis restarted or failed over under us: scripts are safe to repeat
+        (creation is deduplicated, updates are compare-and-set)."""
+        return cls(connect.sync_client(settings))
+
+    @classmethod
     def from_url(cls, url: str) -> FaxStore:
-        # Retry on a fresh connection when Redis restarted under us: scripts are safe to repeat
-        # (creation is deduplicated, updates are compare-and-set).
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=30,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
-        return cls(client)
+        return cls(connect.sync_client_from_url(url))
 
     def create(
         self,
@@ -243,7 +293,10 @@ class FaxStore:
         return Created(self.get(_text(fax_id)), False, _text(stored_fingerprint))
 
     def get(self, fax_id: str) -> FaxRecord:
+        """The record; one past retention from its archived copy (``retired``)."""
         record = _loads(self.redis.get(fax_key(fax_id)))
+        if record is None and self.retired is not None:
+            record = self.retired(fax_id)
         if record is None:
             raise RecordNotFound(fax_id)
         return record
@@ -256,14 +309,19 @@ class FaxStore:
         ref = self.redis.get(dedup_key(scope, key))
         return self.find(json.loads(ref)["id"]) if ref else None
 
-    def update(self, fax_id: str, mutate: Callable[[FaxRecord], T]) -> tuple[FaxRecord, T]:
+    def update(
+        self, fax_id: str, mutate: Callable[[FaxRecord], T], outbox: Outbox | None = None
+    ) -> tuple[FaxRecord, T]:
         """Apply ``mutate`` to the current record and save it, re-applying on a concurrent write.
 
         ``mutate`` may raise (e.g. NoChange, IllegalTransition) to abandon the update.
+        ``outbox``: the entries (event deliveries) to write in the same script as the record,
+        made from the changed record (so again on each re-application).
         """
         for _ in range(MAX_CAS_ATTEMPTS):
             record, old_state, result = _mutated(self.redis.get(fax_key(fax_id)), fax_id, mutate)
-            saved = self._save(args=_save_args(record, old_state))
+            entries = outbox(record) if outbox is not None else ()
+            saved = self._save(args=_save_args(record, old_state, entries))
             if saved == 1:
                 return record, result
             if saved == -1:
@@ -279,19 +337,32 @@ class FaxStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        """Newest first. ``cursor`` is the ``next_cursor`` of the previous page."""
-        index = _index_for(direction, account, state)
+        """Newest first. ``cursor`` is the ``next_cursor`` of the previous page.
+
+        Reads at most ``MAX_LIST_SCAN`` records: a page may then hold fewer than ``limit``
+        items and still have a ``next_cursor`` to go on from."""
+        indexes = _indexes_for(direction, account, state)
+        if len(indexes) > 1:
+            pipe = self.redis.pipeline(transaction=False)
+            for index in indexes:
+                pipe.zcard(index)
+            sizes = pipe.execute()
+            indexes = [min(zip(sizes, indexes, strict=True))[1]]
         filters = (direction, account, state)
         items: list[FaxRecord] = []
         upper = _upper(cursor)
         batch = max(limit * 2, 50)
+        scanned = 0
         while len(items) < limit:
-            ids = [_text(i) for i in self.redis.zrevrangebylex(index, upper, "-", 0, batch)]
+            ids = [_text(i) for i in self.redis.zrevrangebylex(indexes[0], upper, "-", 0, batch)]
             if not ids:
                 return Page(items, None)
             if _fill(items, self.redis.mget([fax_key(i) for i in ids]), limit, filters):
                 return Page(items, items[-1].id)
             upper = f"({ids[-1]}"
+            scanned += len(ids)
+            if scanned >= MAX_LIST_SCAN:
+                return Page(items, ids[-1])
         return Page(items, items[-1].id if items else None)
 
     def claim_due(
@@ -317,9 +388,20 @@ class FaxStore:
 class AsyncFaxStore:
     """Non-blocking store, for the web app's event loop."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        retired: RetiredReader | None = None,
+        *,
+        min_replicas: int = 0,
+        wait_timeout: float = 1.0,
+    ) -> None:
         self.redis = client
-        self._create = GroupCommit(client, scripts.CREATE)
+        self.retired = retired  # blocking (boto3): get() runs it in a thread
+        # min_replicas: a create is answered once on that many replicas (worker.store.replicas)
+        self._create = GroupCommit(
+            client, scripts.CREATE, min_replicas=min_replicas, wait_timeout=wait_timeout
+        )
         self._save = client.register_script(scripts.SAVE)
 
     async def create(
@@ -331,7 +413,7 @@ class AsyncFaxStore:
         fingerprint: str = "",
         queue: str = "",
         message: str = "",
-        log: SideLog | None = None,
+        log: ScriptArgs | None = None,
     ) -> Created:
         """As FaxStore.create, with an optional log entry written by the same script call."""
         created, fax_id, stored_fingerprint = await self._create.call(
@@ -342,10 +424,18 @@ class AsyncFaxStore:
         return Created(await self.get(_text(fax_id)), False, _text(stored_fingerprint))
 
     async def get(self, fax_id: str) -> FaxRecord:
+        """The record; one past retention from its archived copy (``retired``)."""
         record = _loads(await self.redis.get(fax_key(fax_id)))
+        if record is None and self.retired is not None:
+            record = await anyio.to_thread.run_sync(self.retired, fax_id)
         if record is None:
             raise RecordNotFound(fax_id)
         return record
+
+    async def lookup(self, scope: str, key: str) -> FaxRecord | None:
+        """The record a dedup key names, if any (as FaxStore.lookup)."""
+        ref = await self.redis.get(dedup_key(scope, key))
+        return _loads(await self.redis.get(fax_key(json.loads(ref)["id"]))) if ref else None
 
     async def update(self, fax_id: str, mutate: Callable[[FaxRecord], T]) -> tuple[FaxRecord, T]:
         for _ in range(MAX_CAS_ATTEMPTS):
@@ -367,18 +457,30 @@ class AsyncFaxStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        index = _index_for(direction, account, state)
+        """As FaxStore.list (bounded the same way)."""
+        indexes = _indexes_for(direction, account, state)
+        if len(indexes) > 1:
+            pipe = self.redis.pipeline(transaction=False)
+            for index in indexes:
+                pipe.zcard(index)
+            sizes = await pipe.execute()
+            indexes = [min(zip(sizes, indexes, strict=True))[1]]
         filters = (direction, account, state)
         items: list[FaxRecord] = []
         upper = _upper(cursor)
         batch = max(limit * 2, 50)
+        scanned = 0
         while len(items) < limit:
-            ids = [_text(i) for i in await self.redis.zrevrangebylex(index, upper, "-", 0, batch)]
+            found = await self.redis.zrevrangebylex(indexes[0], upper, "-", 0, batch)
+            ids = [_text(i) for i in found]
             if not ids:
                 return Page(items, None)
             if _fill(items, await self.redis.mget([fax_key(i) for i in ids]), limit, filters):
                 return Page(items, items[-1].id)
             upper = f"({ids[-1]}"
+            scanned += len(ids)
+            if scanned >= MAX_LIST_SCAN:
+                return Page(items, ids[-1])
         return Page(items, items[-1].id if items else None)
 
     async def ping(self) -> bool:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.domain import Direction, FaxRecord
 from worker.io.fetch import URLRefused, guarded_client, host_of, normalise_hosts
@@ -34,11 +36,38 @@ from worker.store.records import dedup_key
 
 class SendError(Exception):
     """A send request that cannot be accepted, or an operator action that cannot be done now;
-    ``status`` is the HTTP status the API answers."""
+    ``status`` is the HTTP status the API answers. ``transient``: the same request may succeed
+    later (a dependency is down: 503); the queue-driven send retries those."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.transient = transient
+
+
+# S3 answers that mean "not now" rather than "no": its own outages and throttling.
+_S3_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+)
+
+
+def storage_down(exc: BaseException) -> str:
+    """Which of faxrelay's own stores ``exc`` says is unreachable ("S3", "Redis"), or "".
+
+    Used to answer 503 (``POST /v1/faxes``) and to retry a queued send, instead of a 500 or a
+    failed task: an outage is not the caller's mistake."""
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "Redis"  # BusyLoadingError (a restart replaying its AOF) is a ConnectionError
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "Redis"  # a replica during a failover
+    if isinstance(exc, BotoCoreError):
+        return "S3"  # EndpointConnectionError, timeouts, a connection closed mid-answer
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if status >= 500 or str(error.get("Code", "")) in _S3_TRANSIENT_CODES:
+            return "S3"
+    return ""
 
 
 @dataclass
@@ -94,6 +123,7 @@ def accept_send(runtime: Runtime, req: SendRequest) -> Accepted:
         sha256=sha,
         callback_url=req.callback_url,
         metadata=req.metadata,
+        idempotency_key=req.idempotency_key,
     )
     stored = runtime.archive.put_file(
         runtime.archive.key_for("outbound", record), io.BytesIO(data), sha256=sha, size=len(data)
@@ -107,7 +137,10 @@ def accept_send(runtime: Runtime, req: SendRequest) -> Accepted:
         fingerprint=print_,
     )
     if not created.created:  # lost a race with an identical request
-        runtime.archive.client.delete_object(Bucket=runtime.archive.bucket, Key=stored.key)
+        # (A retried create of this very record answers "created": the script knows its id, so
+        # the document deleted here is never the one the record uses.)
+        if created.record.document_key != stored.key:
+            runtime.archive.client.delete_object(Bucket=runtime.archive.bucket, Key=stored.key)
         return _idempotent(runtime, scope, req.idempotency_key, created.record, print_)
     runtime.send_task(SUBMIT_TASK[0], SUBMIT_TASK[1], [record.id])
     return Accepted(record, True)
@@ -146,6 +179,13 @@ def _document_bytes(runtime: Runtime, req: SendRequest) -> bytes:
                 spool.seek(0)
                 data = spool.read(limit + 1)
         except Exception as exc:  # botocore raises several kinds; the message says which
+            if storage_down(exc):
+                raise SendError(
+                    503,
+                    "storage_unavailable",
+                    f"S3 is unavailable: document.s3_key cannot be read now: {exc}",
+                    transient=True,
+                ) from exc
             raise SendError(422, "bad_document", f"document.s3_key cannot be read: {exc}") from exc
     elif "url" in doc:
         data = _fetch_document(runtime, str(doc["url"]))
@@ -168,6 +208,13 @@ def _fetch_document(runtime: Runtime, url: str) -> bytes:
             guarded_client(settings.document_hosts, timeout=runtime.timeout) as http,
             http.stream("GET", url) as answer,
         ):
+            if answer.status_code in _URL_TRANSIENT_STATUSES:
+                raise SendError(
+                    503,
+                    "document_unavailable",
+                    f"document.url answered HTTP {answer.status_code}; retry later",
+                    transient=True,
+                )
             if answer.status_code != 200:
                 raise SendError(
                     422, "bad_document", f"document.url answered HTTP {answer.status_code}"
@@ -181,8 +228,19 @@ def _fetch_document(runtime: Runtime, url: str) -> bytes:
             return b"".join(chunks)
     except URLRefused as exc:
         raise SendError(422, "url_refused", exc.reason) from exc
+    except (httpx.TransportError, httpx.TimeoutException) as exc:  # its server is down for now
+        raise SendError(
+            503,
+            "document_unavailable",
+            f"document.url could not be fetched now: {type(exc).__name__}: {exc}",
+            transient=True,
+        ) from exc
     except httpx.HTTPError as exc:
         raise SendError(422, "bad_document", f"document.url could not be fetched: {exc}") from exc
+
+
+# Answers of a document URL's server that say "not now".
+_URL_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def _is_literal_allowed(url: str, hosts: tuple[str, ...]) -> bool:

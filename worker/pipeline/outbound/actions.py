@@ -31,9 +31,17 @@ def cancel_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
     if record.final:
         raise SendError(409, "not_cancellable", f"the fax is already {record.state}")
     if record.state == State.QUEUED and not record.work.get("submit_started"):
-        done = save_step(runtime, fax_id, State.CANCELLED, note="cancelled before submit")
+        # Only while no submit has started: checked in the write itself, so a submit that
+        # starts meanwhile either sees the fax cancelled (and stops) or makes this write fail.
+        done = save_step(
+            runtime,
+            fax_id,
+            State.CANCELLED,
+            note="cancelled before submit",
+            precondition=_not_started,
+            events=("fax.cancelled",),
+        )
         if done is not None and done.state == State.CANCELLED:
-            runtime.emit(done, "fax.cancelled")
             return done
         return cancel_fax(runtime, fax_id)  # it moved meanwhile: decide again
     provider = runtime.provider(route_account(record))
@@ -48,11 +56,20 @@ def cancel_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
         provider.cancel(job_id)
     except ProviderError as exc:
         raise SendError(409, "not_cancellable", str(exc)) from exc
-    done = save_step(runtime, fax_id, State.CANCELLED, note=f"cancelled at {provider.name}")
+    done = save_step(
+        runtime,
+        fax_id,
+        State.CANCELLED,
+        note=f"cancelled at {provider.name}",
+        events=("fax.cancelled",),
+    )
     if done is None:
         raise SendError(409, "not_cancellable", "the fax reached a final state meanwhile")
-    runtime.emit(done, "fax.cancelled")
     return done
+
+
+def _not_started(record: FaxRecord) -> bool:
+    return record.state == State.QUEUED and not record.work.get("submit_started")
 
 
 def retry_fax(runtime: Runtime, fax_id: str) -> FaxRecord:

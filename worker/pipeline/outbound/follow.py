@@ -4,9 +4,10 @@
                   came before the job id was saved (the intake keeps it under the job id).
 - ``poll_fax``    ask the provider (or take the final status a webhook pushed) and move the record
                   forward; a record due to go again (a redial, a failover) is submitted instead.
-                  Polls back off exponentially (``Backoff`` from the provider's ``poll_first`` to
-                  its ``poll_cap``), counted from now. Past ``send_deadline`` the fax fails
-                  ``timeout``.
+                  Polls come when the job's state is likely to change (``schedule``: from the
+                  provider's words, when each was seen, and the fax's pages), backing off to
+                  the provider's ``poll_cap`` when they say nothing. Past ``send_deadline``
+                  the fax fails ``timeout``.
 - a failed job    busy / no answer redials after ``redial_delay`` up to ``redial_count`` times; a
                   provider's own failure fails over, once, to the account's ``fallback_account``;
                   anything else fails the fax.
@@ -27,12 +28,14 @@ from worker.domain import (
     FaxRecord,
     SeenStatus,
     State,
+    Work,
     can_move,
     parse_iso,
     transition,
     utcnow,
 )
 from worker.logctx import bind_fax, fax_context
+from worker.pipeline.outbound import schedule
 from worker.pipeline.outbound.submit import (
     NewJob,
     fail_fax,
@@ -44,7 +47,6 @@ from worker.pipeline.outbound.submit import (
 from worker.pipeline.steps import leased, save_step
 from worker.providers import provider_class
 from worker.providers.base import FailureCause, JobState, JobStatus, ProviderError
-from worker.retry import Backoff
 from worker.runtime import SUBMIT_TASK, Runtime
 from worker.store import keys
 from worker.store.records import dedup_key
@@ -82,7 +84,9 @@ def _submit_and_follow(runtime: Runtime, fax_id: str) -> None:
 
 def _take_early_status(runtime: Runtime, fax_id: str, job: NewJob) -> None:
     """A status webhook that came before the job id was saved: apply it now, and act on it."""
-    pending = runtime.store.redis.getdel(keys.pending_status_key(job.account, job.job_id))
+    # Deleted only once applied (a worker that dies first leaves it to expire; polls learn it).
+    pending_key = keys.pending_status_key(job.account, job.job_id)
+    pending = runtime.store.redis.get(pending_key)
     if pending is None:
         return
     provider = runtime.provider(job.account)
@@ -98,6 +102,7 @@ def _take_early_status(runtime: Runtime, fax_id: str, job: NewJob) -> None:
             provider.poll_first * runtime.settings.retry_scale,
         ),
     )
+    runtime.store.redis.delete(pending_key)
     _poll(runtime, fax_id)  # the caller holds the lease: poll_fax would skip it
 
 
@@ -184,18 +189,16 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
         return
     if status.state.final:
         target = STATE_FOR_JOB[status.state]
-        done = save_step(
+        event = {State.DELIVERED: "fax.delivered", State.CANCELLED: "fax.cancelled"}.get(target)
+        save_step(
             runtime,
             fax_id,
             target,
             note=f"{pushed['source'] if pushed else 'poll'}: {status.raw_status}",
             work={"last_status": seen_status(status, now, "poll"), "polls": polls},
             drop_work=("pushed_status",),
+            events=(event,) if event else (),
         )
-        if done is not None and done.state == target:
-            event = {State.DELIVERED: "fax.delivered", State.CANCELLED: "fax.cancelled"}.get(target)
-            if event:
-                runtime.emit(done, event)
         return
     if now >= deadline:
         fail_fax(
@@ -207,23 +210,62 @@ def _poll(runtime: Runtime, fax_id: str) -> None:
         )
         return
     target = STATE_FOR_JOB[status.state]
+    queued_at, sending_at = _attempt_seen(record, status.state, now)
+    job = schedule.Job(
+        submitted_at=float(record.work.get("submitted_at", now)),
+        pages=record.pages or 1,
+        queued_seen_at=queued_at,
+        sending_seen_at=sending_at,
+        last_poll_at=record.work["last_status"]["at"] if "last_status" in record.work else None,
+    )
     delay = min(
-        Backoff(first=provider.poll_first, cap=provider.poll_cap).delay(polls)
-        * runtime.settings.retry_scale,
+        schedule.next_poll(
+            status.state,
+            now,
+            job,
+            poll_first=provider.poll_first,
+            poll_cap=provider.poll_cap,
+            scale=runtime.settings.retry_scale,
+        ),
         max(1.0, deadline - now),
     )
+    work: Work = {
+        "last_status": seen_status(status, now, "poll"),
+        "polls": polls,
+        "not_before": now + delay,
+    }
+    if queued_at is not None:
+        work["queued_seen_at"] = queued_at
+    if sending_at is not None:
+        work["sending_seen_at"] = sending_at
     save_step(
         runtime,
         fax_id,
         target if can_move(record, target) else None,
         note=f"poll: {status.raw_status}" if status.raw_status else "",
         due_at=now + delay,
-        work={
-            "last_status": seen_status(status, now, "poll"),
-            "polls": polls,
-            "not_before": now + delay,
-        },
+        work=work,
     )
+
+
+def _attempt_seen(
+    record: FaxRecord, state: JobState, now: float
+) -> tuple[float | None, float | None]:
+    """When the current attempt was last seen queued and first seen sending, this poll included
+    (``schedule``'s inputs). Moments from before the latest submit (a redial) do not count, nor
+    a "sending" from before the job was last seen queued (the provider redialled itself)."""
+    submitted = float(record.work.get("submitted_at", 0.0))
+    queued = record.work.get("queued_seen_at")
+    sending = record.work.get("sending_seen_at")
+    if queued is not None and queued < submitted:
+        queued = None
+    if sending is not None and (sending < submitted or (queued is not None and sending < queued)):
+        sending = None
+    if state == JobState.QUEUED:
+        queued, sending = now, None
+    elif state == JobState.SENDING and sending is None:
+        sending = now
+    return queued, sending
 
 
 def _forget_job(runtime: Runtime, record: FaxRecord) -> None:

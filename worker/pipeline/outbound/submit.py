@@ -22,9 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
 from worker import metrics
 from worker.domain import Direction, FaxRecord, State
 from worker.logctx import bind_fax
+from worker.pipeline.outbound import schedule
 from worker.pipeline.steps import save_step
 from worker.providers.base import (
     BadDestinationError,
@@ -34,7 +38,7 @@ from worker.providers.base import (
 )
 from worker.retry import SUBMIT
 from worker.runtime import Runtime
-from worker.store import keys
+from worker.store import keys, replicas, scripts
 from worker.store.records import dedup_key
 
 log = logging.getLogger(__name__)
@@ -65,11 +69,20 @@ def needs_submit(record: FaxRecord) -> bool:
 
 
 def fail_fax(runtime: Runtime, fax_id: str, reason: str, detail: str) -> None:
-    """Fail the send with ``reason`` and announce ``fax.failed`` (once: only if this write did it)."""
-    record = save_step(runtime, fax_id, State.FAILED, reason=reason, detail=detail)
+    """Fail the send with ``reason``; ``fax.failed`` goes with the write that failed it (once)."""
+    record = save_step(
+        runtime, fax_id, State.FAILED, reason=reason, detail=detail, events=("fax.failed",)
+    )
     if record is not None and record.state == State.FAILED:
         log.warning("fax %s failed: %s (%s)", fax_id, reason, detail)
-        runtime.emit(record, "fax.failed")
+
+
+def _may_start(record: FaxRecord) -> bool:
+    """Still to be submitted, by nobody else: checked in the write that records the attempt, so
+    a cancel (or a second worker) that came first stops this submit before it leaves."""
+    if record.final or not needs_submit(record):
+        return False
+    return not record.work.get("submit_started") or bool(record.work.get("operator_resubmit"))
 
 
 def submit_step(runtime: Runtime, fax_id: str) -> NewJob | None:
@@ -98,19 +111,29 @@ def submit_step(runtime: Runtime, fax_id: str) -> NewJob | None:
         return _resolve_lost_submit(runtime, record, float(started))
     lease_due = time.time() + runtime.settings.lease_seconds
     attempt = record.attempts.get("submit", 0) + 1
-    save_step(
+    epoch = replicas.epoch_sync(runtime.store.redis, runtime.settings)  # for _start_replicated
+    starting = save_step(
         runtime,
         fax_id,
         None,
         due_at=lease_due,
-        work={"submit_started": time.time()},
+        work={"submit_started": time.time(), "reference": _reference(record, attempt)},
         drop_work=("operator_resubmit",),
         attempts={"submit": attempt},
+        precondition=_may_start,
+        run_started=True,
     )
+    if starting is None:
+        return None  # cancelled (or taken by another worker) since it was read
+    if not _start_replicated(runtime, fax_id, epoch):
+        return None
     try:
-        with _document(runtime, record) as document:
+        with _document(runtime, starting) as document:
             result = provider.submit(document, record.to_number)
-    except OutcomeUnknownError as exc:
+    except (OutcomeUnknownError, SoftTimeLimitExceeded) as exc:
+        # The request may have left (a lost answer; a submit stopped at its time limit).
+        if isinstance(exc, SoftTimeLimitExceeded):
+            exc = OutcomeUnknownError(provider.name, "submit", "the submit ran over its time limit")
         record = runtime.store.get(fax_id)
         return _resolve_lost_submit(runtime, record, float(record.work["submit_started"]), str(exc))
     except BadDestinationError as exc:
@@ -122,6 +145,32 @@ def submit_step(runtime: Runtime, fax_id: str) -> NewJob | None:
     return _submitted(runtime, fax_id, account_name, result.job_id, result.raw)
 
 
+def _start_replicated(runtime: Runtime, fax_id: str, epoch: str) -> bool:
+    """With FAXRELAY_REDIS_MIN_REPLICAS, ``submit_started`` must be on the replicas before the
+    request leaves: after a failover to a replica without it the fax would be submitted twice.
+    Not confirmed (in time, or Redis failed over meanwhile): the mark is taken back (nothing has
+    left yet) and the submit waits."""
+    try:
+        replicas.confirm_sync(runtime.store.redis, runtime.settings, epoch)
+    except (replicas.NotReplicated, redis.ConnectionError, redis.TimeoutError) as exc:
+        save_step(
+            runtime,
+            fax_id,
+            None,
+            note=f"submit postponed: {exc}",
+            due_at=time.time() + 30 * runtime.settings.retry_scale,
+            drop_work=("submit_started",),
+        )
+        return False
+    return True
+
+
+def _reference(record: FaxRecord, attempt: int) -> str:
+    """Unique to this submit of this fax (a redial is another submit), short enough for a fax
+    station id (20 characters): the fax id's random part and the attempt."""
+    return f"fr{record.id[-12:]}-{attempt}"
+
+
 @contextlib.contextmanager
 def _document(runtime: Runtime, record: FaxRecord) -> Iterator[OutgoingDocument]:
     with tempfile.TemporaryFile() as spool:
@@ -129,7 +178,13 @@ def _document(runtime: Runtime, record: FaxRecord) -> Iterator[OutgoingDocument]
         size = spool.tell()
         spool.seek(0)
         url = runtime.archive.presigned_url(record.document_key, runtime.settings.presign_expiry)
-        yield OutgoingDocument(filename=f"{record.id}.pdf", stream=spool, size=size, url=url)
+        yield OutgoingDocument(
+            filename=f"{record.id}.pdf",
+            stream=spool,
+            size=size,
+            url=url,
+            reference=str(record.work.get("reference", "")),
+        )
 
 
 def _submit_failed(runtime: Runtime, fax_id: str, attempt: int, exc: ProviderError) -> None:
@@ -152,45 +207,107 @@ def _submit_failed(runtime: Runtime, fax_id: str, attempt: int, exc: ProviderErr
     fail_fax(runtime, fax_id, reason, str(exc))
 
 
+def _first_poll(runtime: Runtime, fax_id: str) -> float:
+    """Seconds to the first status poll: about when a fax of its pages can first be through."""
+    record = runtime.store.find(fax_id)
+    return schedule.first_poll(record.pages if record else None, runtime.settings.retry_scale)
+
+
+def _claim_job(runtime: Runtime, fax_id: str, account: str, job_id: str, mode: str) -> str | None:
+    """Make ``job_id`` the fax's (``scripts.CLAIM_JOB``): None when another send owns it (an
+    adoption), else the send it was taken from ('' when none)."""
+    scope, key = job_dedup(account, job_id)
+    ok, owner = runtime.store.redis.eval(
+        scripts.CLAIM_JOB, 1, dedup_key(scope, key), fax_id, mode, keys.JOB_TTL
+    )
+    owner = owner.decode() if isinstance(owner, bytes) else str(owner or "")
+    return owner if ok else None
+
+
 def _submitted(
-    runtime: Runtime, fax_id: str, account_name: str, job_id: str, raw: dict[str, Any]
+    runtime: Runtime,
+    fax_id: str,
+    account_name: str,
+    job_id: str,
+    raw: dict[str, Any],
+    *,
+    adopted: str = "",
 ) -> NewJob | None:
-    """Record the job (and where its status webhooks lead); the job to follow, if tracked."""
+    """Record the job (and where its status webhooks lead); the job to follow, if tracked.
+
+    ``adopted``: how a lost submit's look-up settled on this job (the job key is claimed
+    already); otherwise the provider's answer named it, and any send that had adopted the same
+    job by mistake is sent to ``unknown``."""
     provider = runtime.provider(account_name)
     now = time.time()
-    if job_id:
-        scope, key = job_dedup(account_name, job_id)
-        runtime.store.redis.set(dedup_key(scope, key), json.dumps({"id": fax_id}), ex=keys.JOB_TTL)
+    if job_id and not adopted:
+        previous = _claim_job(runtime, fax_id, account_name, job_id, "answer")
+        if previous:
+            _disown(runtime, previous, fax_id, job_id)
     tracked = provider.capabilities.track
+    note = f"submitted to {account_name}" + (f" as job {job_id}" if job_id else "")
+    if adopted:
+        note += f" ({adopted})"
+    if not job_id and tracked:
+        note += (
+            f"; {provider.name} returned no job id and the send carried nothing it lists back, "
+            "so its outcome is matched by destination and time only (another fax to the same "
+            "number can be taken for it)"
+        )
     record = save_step(
         runtime,
         fax_id,
         State.SUBMITTED if tracked else State.ACCEPTED,
-        note=f"submitted to {account_name}" + (f" as job {job_id}" if job_id else ""),
-        due_at=now + provider.poll_first * runtime.settings.retry_scale,
+        note=note,
+        due_at=now + _first_poll(runtime, fax_id),
         work={"submitted_at": now, "submit_raw": raw, "polls": 0},
-        drop_work=("submit_started", "resubmit", "resubmit_at", "pushed_status", "submit_lost"),
+        drop_work=("submit_started", "resubmit", "resubmit_at", "submit_lost"),
         provider_ids={"job_id": job_id},
         forward_only=True,  # a redial or failover resubmits a fax that is already sending
+        events=("fax.submitted",),
     )
     if record is None:
         return None
-    runtime.emit(record, "fax.submitted")
     return NewJob(account_name, job_id, now) if tracked else None
+
+
+def _disown(runtime: Runtime, fax_id: str, owner: str, job_id: str) -> None:
+    """``fax_id`` had adopted ``job_id`` after a lost submit, and the provider's answer to
+    ``owner``'s submit named that job: the adoption was wrong, and ``fax_id``'s own submit is
+    unsettled after all (an operator decides)."""
+    log.error("fax %s had adopted job %s, which is fax %s's", fax_id, job_id, owner)
+    save_step(
+        runtime,
+        fax_id,
+        State.UNKNOWN,
+        reason="submit_outcome_unknown",
+        detail=f"job {job_id}, taken for this fax after its submit's answer was lost, is fax "
+        f"{owner}'s. Check at the provider, then retry or cancel the fax.",
+        due_at=None,
+        work={"submit_lost": True},
+        provider_ids={"job_id": ""},
+        forward_only=True,
+        live_only=True,
+    )
 
 
 def _resolve_lost_submit(
     runtime: Runtime, record: FaxRecord, started: float, detail: str = ""
 ) -> NewJob | None:
-    """The request left and its answer did not come back: find the job, never send it twice."""
+    """The request left and its answer did not come back: find the job, never send it twice,
+    never take another send's job.
+
+    The provider's jobs to the same number since the submit started are the candidates, less
+    those another send owns (their job keys); exactly one left is this send's and is claimed
+    (atomically: two lost submits cannot both take it). None or several: ``unknown``."""
     account_name = route_account(record)
     provider = runtime.provider(account_name)
     detail = detail or "the worker stopped while submitting"
+    reference = str(record.work.get("reference", ""))
     if provider.capabilities.find_submitted:
+        since = datetime.fromtimestamp(started - 60, UTC)
         try:
-            found = provider.find_submitted(
-                record.to_number, datetime.fromtimestamp(started - 60, UTC)
-            )
+            candidates = provider.submitted_candidates(record.to_number, since, reference)
         except ProviderError as exc:
             save_step(
                 runtime,
@@ -200,19 +317,51 @@ def _resolve_lost_submit(
                 due_at=time.time() + 30 * runtime.settings.retry_scale,
             )
             return None
-        if found is not None:
-            return _submitted(runtime, record.id, account_name, found.job_id, found.raw)
+        mine = [c for c in candidates if _owner(runtime, account_name, c.job_id) in ("", record.id)]
+        if len(mine) == 1:
+            found = mine[0]
+            how = "found after its submit's answer was lost"
+            if found.job_id and reference and found.job_id == reference:
+                how = f"found by its reference {reference} after its submit's answer was lost"
+            if (
+                not found.job_id
+                or _claim_job(runtime, record.id, account_name, found.job_id, "adopt") is not None
+            ):
+                return _submitted(
+                    runtime, record.id, account_name, found.job_id, found.raw, adopted=how
+                )
+            mine = []  # another send claimed it meanwhile
+        if mine or candidates:
+            others = len(candidates) - len(mine)
+            detail += (
+                f"; {provider.name} lists {len(candidates)} job(s) to {record.to_number} since "
+                f"then ({len(mine)} unowned, {others} owned by other faxes), so which one (if "
+                "any) is this fax cannot be told"
+            )
+            _unknown(runtime, record, detail)
+            return None
+    _unknown(runtime, record, f"{detail}; {provider.name} cannot confirm whether the fax was taken")
+    return None
+
+
+def _owner(runtime: Runtime, account: str, job_id: str) -> str:
+    """The send whose job key names ``job_id`` ('' for none, or no job id)."""
+    if not job_id:
+        return ""
+    ref = runtime.store.redis.get(dedup_key(*job_dedup(account, job_id)))
+    return str(json.loads(ref)["id"]) if ref else ""
+
+
+def _unknown(runtime: Runtime, record: FaxRecord, detail: str) -> None:
     save_step(
         runtime,
         record.id,
         State.UNKNOWN,
         reason="submit_outcome_unknown",
-        detail=f"{detail}; {provider.name} cannot confirm whether the fax was taken. "
-        "Check at the provider, then retry or cancel the fax.",
+        detail=f"{detail}. Check at the provider, then retry or cancel the fax.",
         due_at=None,
         work={"submit_lost": True},
         # A lost redial or failover resubmit: the record is past ``unknown`` (e.g. sending);
         # it keeps its state with the reason and waits for an operator all the same.
         forward_only=True,
     )
-    return None
