@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Pinned dependencies with their hashes: requirements.lock is what production runs (the image
-# installs it), requirements-dev.lock adds the embedded servers and the development tools at the
-# same versions. `make lock` regenerates both after a change to the dependencies in pyproject.toml.
+# installs it), requirements-dev.lock adds the embedded servers, the development tools and the
+# tracing extra (so its tests run) at the same versions. `make lock` regenerates both after a
+# change to the dependencies in pyproject.toml.
 LOCKS := requirements.lock requirements-dev.lock
 
 .PHONY: install run run-sandbox test lint format bench clean lock
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml $(LOCKS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e '.[embedded,sandbox,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[embedded,sandbox,dev,otel]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
@@ -65,7 +66,7 @@ lock:
 	test -x $(LOCK_TOOLS)/bin/pip-compile || \
 		($(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet pip-tools)
 	$(PIP_COMPILE) --output-file=requirements.lock pyproject.toml
-	$(PIP_COMPILE) --extra embedded --extra dev --constraint requirements.lock \
+	$(PIP_COMPILE) --extra embedded --extra dev --extra otel --constraint requirements.lock \
 		--output-file=requirements-dev.lock pyproject.toml
 
 clean:

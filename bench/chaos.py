@@ -204,10 +204,11 @@ class Chaos:
         )  # fmt: skip
         self.faults = Faults(self.system, self.sandbox_url, self.options.plan, self.options.seed)
         workers = ", ".join(
-            f"{k.name} x{self.options.concurrency or k.concurrency}" for k in self.system.kinds
+            k.name if k.module else f"{k.name} x{self.options.concurrency or k.concurrency} threads"
+            for k in self.system.kinds
         )
         self.say(
-            f"started Valkey (AOF always), SeaweedFS, the sandbox, web, {workers} threads, beat "
+            f"started Valkey (AOF always), SeaweedFS, the sandbox, web, {workers}, beat "
             f"in {time.monotonic() - started:.0f} s; {self.timings.describe()}"
         )
 
@@ -396,6 +397,12 @@ class Chaos:
             f"{max(every, default=0):.1f} s; worst outside the S3 outage "
             f"{max(outside, default=0):.1f} s",
         ))  # fmt: skip
+        slowest = sorted(report.slow_outside, reverse=True)[:3]
+        if slowest:
+            rows.append((
+                "slowest outside it",
+                "; ".join(f"{seconds:.1f} s {what}" for seconds, what in slowest),
+            ))  # fmt: skip
         waiting = ", ".join(f"{q} {n}" for q, n in self.queues_at_end.items() if n) or "empty"
         rows.append(("settled", f"{settled:.0f} s after the load; broker then: {waiting}"))
         failures = report.failures

@@ -66,6 +66,7 @@ class Report:
     events_owed: int = 0
     events_pending: int = 0  # of the missing, those faxrelay still holds in its outbox
     archive_times: list[tuple[float, bool]] = field(default_factory=list)  # (s, during S3 outage)
+    slow_outside: list[tuple[float, str]] = field(default_factory=list)  # (s, record) outside it
     owed_faxes: int = 0
     accepted_sends: Counter[str] = field(default_factory=Counter)
     stray_jobs: int = 0
@@ -290,6 +291,8 @@ def _check_inbound(
         acked_at = fax.acks[0][0]
         during = s3_window is not None and acked_at <= s3_window[1] and archived_at >= s3_window[0]
         report.archive_times.append((archived_at - acked_at, during))
+        if not during:
+            report.slow_outside.append((archived_at - acked_at, f"{record['id']} ({name})"))
 
 
 def _check_send(

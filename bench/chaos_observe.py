@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import redis
 
 from config.queues import QUEUES
+from worker.acceptor import queue_lists
 from worker.store import keys
 
 if TYPE_CHECKING:
@@ -118,15 +119,20 @@ def inbound_objects(s3: S3Client, bucket: str) -> dict[str, str]:
 def message_trail(
     redis_url: str, task_ids: list[str], log: Path | None
 ) -> dict[str, tuple[str, str]]:
-    """Where each queue-driven message is (``queued``, ``unacked``: kombu hands it back after
-    the visibility timeout, or ``gone``) and what the system said about it: the result Celery
-    stored, else the last warning or error the worker logged under its task id."""
+    """Where each queue-driven message is (``queued``: on the queue, in an acceptor's processing
+    list or waiting for its retry; ``unacked``: kombu hands it back after the visibility timeout;
+    or ``gone``) and what the system said about it: the result stored, else the last warning or
+    error the acceptor or worker logged under its task id."""
     if not task_ids:
         return {}
     client = redis.Redis.from_url(redis_url)
     try:
         unacked = b"".join(_raw(v) for v in client.hvals("unacked"))
-        queued = b"".join(_raw(v) for v in client.lrange("celery", 0, -1))
+        nodes = cast(list[bytes], client.zrange(keys.ACCEPT_NODES, 0, -1))
+        later = cast(list[bytes], client.zrange(keys.ACCEPT_LATER, 0, -1))
+        lists = [*queue_lists(), *(keys.accept_taking_key(n.decode()) for n in nodes)]
+        queued = b"".join(_raw(v) for name in lists for v in client.lrange(name, 0, -1))
+        queued += b"".join(later)
         metas = client.mget([f"celery-task-meta-{t}" for t in task_ids])
     finally:
         client.close()
@@ -192,6 +198,7 @@ def queue_depths(redis_url: str) -> dict[str, int]:
     try:
         depths = {queue: int(client.llen(queue)) for queue in QUEUES}
         depths["unacked"] = int(client.hlen("unacked"))
+        depths["acceptor retries"] = int(client.zcard(keys.ACCEPT_LATER))
         return depths
     finally:
         client.close()

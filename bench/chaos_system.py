@@ -1,9 +1,10 @@
 """The system the chaos soak runs against, and the supervisor that restarts what the soak kills.
 
 faxrelay as separate processes, as a deployment runs them: the web app, one worker process of each
-kind of ``config.workers`` (``worker``: sends, polls, events, sweeps; ``archiver``: received faxes),
-beat with a schedule file that outlives it; on its own Redis-compatible server (AOF ``appendfsync
-always``) and its own SeaweedFS, with the provider sandbox as a process of its own. It is
+kind of ``config.workers`` (``worker``: sends, polls, events, sweeps; ``archiver``: received faxes;
+``acceptor``: queue-driven sends, under a node name it keeps across restarts), beat with a
+schedule file that outlives it; on its own Redis-compatible server (AOF ``appendfsync always``)
+and its own SeaweedFS, with the provider sandbox as a process of its own. It is
 ``tests.system.System`` (the end-to-end tests' web app, settings and accounts) with those workers,
 S3 that can be stopped, and a supervisor.
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import redis
 from celery import Celery
 
 from bench.common import HOST, descendants, sandbox_process
@@ -43,6 +45,7 @@ from config.embedded import (
 )
 from config.workers import KINDS, WorkerKind, worker_argv
 from tests.system import ROOT, System
+from worker.store import keys
 
 RESTART_POLL = 0.2  # seconds between the supervisor's looks at its processes
 
@@ -124,7 +127,8 @@ class ChaosSystem(System):
     def worker_process(self, name: str) -> ManagedProcess:
         """A worker process of the kind ``name`` as the Procfile runs it; not started yet."""
         kind = next(k for k in self.kinds if k.name == name)
-        node = f"{name}-{time.monotonic_ns()}@%h"
+        # The acceptor keeps its node name across restarts: it takes back its processing list.
+        node = f"{name}@%h" if kind.module else f"{name}-{time.monotonic_ns()}@%h"
         return ManagedProcess(
             name,
             worker_argv(kind, node, concurrency=self.concurrency),
@@ -136,24 +140,34 @@ class ChaosSystem(System):
         )
 
     def start_worker(self) -> None:
-        """Every worker (System.start calls this once), ready when each answers a ping."""
+        """Every worker (System.start calls this once), ready when each answers a ping (the
+        acceptor: when it holds its heartbeat)."""
         for name in self.worker_names:
             self.procs[name] = self.worker_process(name).start()
-        expected = {self.node_name(name) for name in self.worker_names}
+        celery_kinds = [kind.name for kind in self.kinds if not kind.module]
+        expected = {self.node_name(name) for name in celery_kinds}
+        heartbeats = [
+            keys.accept_alive_key(self.node_name(kind.name)) for kind in self.kinds if kind.module
+        ]
         control = self.control_app()
+        client = redis.Redis.from_url(self.redis_url)
         try:
             wait_until(
-                lambda: expected <= _pinged(control),
+                lambda: (
+                    expected <= _pinged(control) and client.exists(*heartbeats) == len(heartbeats)
+                ),
                 90,
                 "workers",
                 self.procs[self.worker_names[0]],
             )
         finally:
             control.close()
+            client.close()
 
     def node_name(self, name: str) -> str:
         argv = list(self.procs[name].argv)
-        return argv[argv.index("-n") + 1].replace("%h", socket.gethostname())
+        option = "--node" if "--node" in argv else "-n"  # the acceptor's, or Celery's
+        return argv[argv.index(option) + 1].replace("%h", socket.gethostname())
 
     def start_beat(self) -> None:
         """Beat with one schedule file for good, as compose keeps it on a volume: a restarted

@@ -1,7 +1,7 @@
 """Head-of-line blocking: how long a send waits when a burst of large received faxes is archiving.
 
 ``python -m bench.headofline [--sends 200] [--rate 10] [--large 500] [--large-mb 8]
-[--latency 0.5] [--bandwidth 4MB/s] [--layout split|single]``
+[--latency 0.5] [--bandwidth 4MB/s] [--layout split|single] [--burst 300]``
 
 Starts SeaweedFS, the sandbox (its own process) and the whole system with the deployed worker
 processes at their default settings (``tests.workers.DeployedSystem``, the settings' own delays),
@@ -19,6 +19,10 @@ max for both, the ratio loaded/idle of the p99 (target <= 2), and how many large
 not archived when the last send was submitted (the load was still there; 0 would make the loaded
 figure meaningless). ``--layout single`` runs one worker process over every queue instead of the
 split into worker and archiver (``config.workers``), for comparison.
+
+3. capacity (``--burst``, 300; 0 skips it): that many sends handed in while the workers are
+   stopped, then the workers started: sends a second one worker process submits, and its CPU per
+   send (the sizing in README.md).
 """
 
 from __future__ import annotations
@@ -49,7 +53,15 @@ from bench.archive import (
     wait_archived,
     webhook_bodies,
 )
-from bench.common import HOST, median, percentile, sandbox_process, stop_all, workdir
+from bench.common import (
+    HOST,
+    cpu_seconds,
+    median,
+    percentile,
+    sandbox_process,
+    stop_all,
+    workdir,
+)
 from config.embedded import ManagedProcess, SeaweedPorts, free_port, start_seaweed
 from sandbox.network import parse_rate
 from sandbox.pdf import make_pdf
@@ -154,6 +166,48 @@ def line(name: str, sends: list[Send]) -> str:
     )
 
 
+def capacity(system: DeployedSystem, sandbox_url: str, count: int, out: IO[str]) -> None:
+    """Sends a second one worker process submits: ``count`` sends handed in while the workers
+    are stopped (their wake-ups wait in the queue), then the workers started again, timed from the
+    first submit to the last, so neither the API's rate nor a hand-in schedule sets the figure
+    (the sizing in README.md uses it). The worker's CPU is sampled meanwhile (its start-up, before
+    the first submit, is not counted)."""
+    system.stop_workers()
+    handed = hand_in(system, count, rate=1e9)
+    samples: list[tuple[float, float]] = []  # (time, the new worker's CPU seconds)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            proc = system.procs.get("worker")  # the split's worker, or the single one
+            if proc is not None:
+                samples.append((time.time(), cpu_seconds(proc.pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        system.start_worker()
+        sends = due_to_submitted(system, handed, sandbox_url, 600)
+    finally:
+        stop.set()
+        sampler.join()
+    first = min(s.submitted for s in sends)
+    last = max(s.submitted for s in sends)
+
+    def cpu_at(moment: float) -> float:
+        return next((cpu for at, cpu in samples if at >= moment), samples[-1][1])
+
+    span = max(last - first, 1e-9)
+    print(
+        f"capacity: {count} queued sends, submitted by one worker process "
+        f"({describe_ours(system)}) in {span:.1f} s from the first submit to the last: "
+        f"{(count - 1) / span:.1f} sends/s; worker CPU "
+        f"{1000 * (cpu_at(last) - cpu_at(first)) / (count - 1):.1f} ms per send",
+        file=out,
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace, out: IO[str]) -> int:
     isolate_environment()
     procs: list[ManagedProcess] = []
@@ -241,6 +295,8 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 lambda: wait_archived(client, archive_ids, 1800),
             )  # fmt: skip
             client.close()
+            if args.burst:
+                capacity(system, sandbox_url, args.burst, out)
             return 0
         finally:
             if system is not None and hasattr(system, "_log"):
@@ -258,6 +314,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--bandwidth", default="4MB/s")
     parser.add_argument("--layout", choices=("split", "single"), default="split")
+    parser.add_argument(
+        "--burst", type=int, default=300, help="sends for the capacity figure; 0 skips it"
+    )
     sys.exit(run(parser.parse_args(), sys.stdout))
 
 

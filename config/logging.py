@@ -27,7 +27,10 @@ import traceback
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 # The fax being worked on: fax_id, account, provider (any may be missing). A dict, replaced (never
 # mutated in place) by whoever sets it, except through ``bind`` within a context that owns it.
@@ -78,7 +81,7 @@ class Redactor:
 
 def secret_values() -> list[str]:
     """Every secret the settings hold (best effort: invalid settings give none)."""
-    from config.settings import SECRET_FIELDS, ConfigError, load_settings
+    from config.settings import ConfigError, load_settings
 
     values: list[str] = []
     aws = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
@@ -88,7 +91,15 @@ def secret_values() -> list[str]:
         settings = load_settings()
     except (ConfigError, ValueError):
         return values
-    values += settings.api_token_values
+    return values + settings_secrets(settings)
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """The secrets ``settings`` hold: API and metrics tokens, event and subscriber secrets, and
+    the accounts' webhook tokens and provider secrets."""
+    from config.settings import SECRET_FIELDS
+
+    values = list(settings.api_token_values)
     if settings.event_secret is not None:
         values.append(settings.event_secret.get_secret_value())
     if settings.metrics_token is not None:

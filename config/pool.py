@@ -26,7 +26,7 @@ Redis (kombu hands them back after the visibility timeout) and the records' shor
 sweeper wake the faxes again within seconds, as after a killed prefork child. A message that was
 being taken off its list at that moment is lost (kombu records it as unacknowledged only after
 taking it): harmless for wake-ups, which the sweeper re-sends, and the reason the public queue of
-queue-driven sends is consumed by a prefork worker instead (``config.workers``: the acceptor).
+queue-driven sends is consumed by no Celery worker but by ``worker.acceptor`` (``config.workers``).
 """
 
 from __future__ import annotations

@@ -273,6 +273,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None  # when set, /metrics needs it as a bearer token
     state_dir: Path = Path(".faxrelay")
     log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON unless stderr is a TTY
+    otel: bool = False  # OpenTelemetry tracing (config.tracing; the OTEL_* variables set it up)
     api_tokens: tuple[SecretStr, ...] = ()
     dashboard_secret: SecretStr | None = None  # signs dashboard sessions (default: from tokens)
     webhook_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)

@@ -17,13 +17,15 @@ transfers in flight. Separate processes also keep the archiver's CPU work (hashi
 off the GIL the sends run under. Their messages are only wake-ups (DESIGN.md principle 1): one
 lost with a crashed process costs a sweep, never a fax.
 
-The acceptor runs the prefork pool, because its messages are the data: until ``send_fax`` has
-made its record, the message is the only copy of another service's send. kombu's Redis transport
-takes a message off its list and only then records it as unacknowledged, so a message is lost
-when its consuming process dies in between. With threads, any crash of a task is a crash of the
-consumer, whose thread also waits for the GIL in that gap behind busy task threads (the chaos
-soak, ``bench.chaos``, lost 1-3 queue-driven sends in 3 minutes so); with prefork a task dies in
-a child, the consumer lives on, and ``task_reject_on_worker_lost`` puts the message back.
+The acceptor is not a Celery worker but ``worker.acceptor``, because its messages are the data:
+until ``send_fax`` has made its record, the message is the only copy of another service's send.
+kombu's Redis transport takes a message off its list and only then records it as unacknowledged,
+so a message is lost when its consuming process dies in between (the chaos soak, ``bench.chaos``,
+lost 2 of 472 queue-driven sends in 10 minutes to 11 kills of a prefork worker's main process, and
+left 54 more waiting out the visibility timeout). The acceptor moves each message into its own
+processing list in one Redis command and removes it only once the send is recorded and its result
+stored; one message at a time, so more acceptors are more processes, each with its own stable
+node name (``--node``, default ``acceptor@{host}``), which a restart under a supervisor keeps.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from config.queues import (
 
 class WorkerKind(NamedTuple):
     """One kind of worker process: its name (process type, node name prefix), its queues, how
-    many tasks it runs at once by default, and its pool (threads or prefork processes)."""
+    many tasks it runs at once by default, and its pool (threads or prefork processes); or the
+    module it runs instead of ``celery worker``."""
 
     name: str
     queues: tuple[str, ...]
     concurrency: int
     prefork: bool = False
+    module: str = ""  # not a Celery worker: ``python -m {module} --node {node}`` (the acceptor)
 
     @property
     def queue_list(self) -> str:
@@ -68,8 +72,8 @@ ARCHIVER = WorkerKind("archiver", (ARCHIVE_QUEUE,), 64)
 # Submits, polls and event deliveries are single requests of a second or so.
 WORKER = WorkerKind("worker", (SEND_QUEUE, POLL_QUEUE, EVENTS_QUEUE, INTAKE_QUEUE), 32)
 # A queue-driven send is accepted in tens of milliseconds (its document to S3, its record to
-# Redis); the submit itself is the worker's.
-ACCEPTOR = WorkerKind("acceptor", (DEFAULT_QUEUE,), 2, prefork=True)
+# Redis), one at a time per process; the submit itself is the worker's.
+ACCEPTOR = WorkerKind("acceptor", (DEFAULT_QUEUE,), 1, module="worker.acceptor")
 KINDS = (WORKER, ARCHIVER, ACCEPTOR)  # every queue of config.queues: exactly one kind consumes it
 
 
@@ -81,7 +85,10 @@ def worker_argv(
     extra: Sequence[str] = (),
     python: str = sys.executable,
 ) -> list[str]:
-    """The ``celery worker`` command line of one process of ``kind``, node name ``node``."""
+    """The ``celery worker`` command line of one process of ``kind``, node name ``node`` (the
+    acceptor's own command for the acceptor: ``concurrency`` does not apply)."""
+    if kind.module:
+        return [python, "-m", kind.module, "--node", node, *extra]
     # `-P processes` is prefork: config.celery_app names the threads pool, and Celery takes
     # `-P prefork` for "not given".
     pool = ["-P", "processes"] if kind.prefork else []

@@ -173,6 +173,30 @@ def test_different_bytes_are_uploaded(archive: Archive, calls: list[tuple[str, s
     assert sidecar["sha256"] == sha(OTHER_PDF)
 
 
+def test_a_fresh_key_is_put_without_looking_for_a_copy_first(
+    archive: Archive, calls: list[tuple[str, str]]
+) -> None:
+    """A send's document (its key named after the new record): one PUT, no HEAD."""
+    key = archive.key_for("outbound", inbound())
+    stored = archive.put_file(key, io.BytesIO(PDF), fresh=True)
+    assert stored.uploaded is True
+    assert calls == [("PutObject", key)]
+    assert archive.get_bytes(key) == PDF
+
+
+def test_download_is_one_get_of_the_whole_object(
+    archive: Archive, calls: list[tuple[str, str]]
+) -> None:
+    """Several chunks' worth, streamed into the sink by one GET (no HEAD for the size first)."""
+    data = PDF + bytes(range(256)) * 12_000  # about 3 MB: three 1 MiB chunks and a bit
+    stored = archive.put_file(f"{archive.prefix}doc.pdf", io.BytesIO(data))
+    calls.clear()
+    sink = io.BytesIO()
+    archive.download_to(stored.key, sink)
+    assert sink.getvalue() == data
+    assert calls == [("GetObject", stored.key)]
+
+
 def test_stored_sha256_of_a_missing_object(archive: Archive) -> None:
     assert archive.stored_sha256(f"{archive.prefix}inbound/none.pdf") is None
 

@@ -123,6 +123,18 @@ def bytes_of(client: redis.Redis, field: str) -> int:
     return int(client.hget(keys.WEBHOOK_LOG_BYTES, field) or 0)
 
 
+def test_an_account_over_its_bytes_cap_loses_its_oldest_entries(
+    redis_url: str, client: redis.Redis
+) -> None:
+    s = settings(webhook_log_account_bytes=30_000)
+    written = [entry("pv", body=b"x" * 6000, at=1000.0 + i) for i in range(10)]  # ~8 KB each
+    write_all(redis_url, written, s)
+    assert 0 < bytes_of(client, "pv") <= 30_000
+    kept = [m.split("|")[0] for m in members(client, keys.webhook_log_bucket("pv"))]
+    assert len(kept) >= 3 and kept == [e.id for e in written[-len(kept) :]]  # the newest
+    assert_consistent(client)
+
+
 def test_the_whole_log_is_capped_by_count(redis_url: str, client: redis.Redis) -> None:
     s = settings(webhook_log_max_entries=6)
     write_all(redis_url, [entry(("pv", "other")[i % 2], at=1000.0 + i) for i in range(10)], s)
@@ -306,15 +318,19 @@ def test_short_or_empty_tokens_are_refused_at_load(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     config = tmp_path / "faxrelay.toml"
-    account = {**ACCOUNT, "webhook_token": "short"}
-    lines = [f'{k} = "{v}"' for k, v in account.items()]
-    config.write_text("[accounts.pv]\n" + "\n".join(lines) + "\n")
     monkeypatch.setenv("FAXRELAY_CONFIG", str(config))
-    with pytest.raises(ConfigError, match="webhook_token must be at least 16 characters"):
-        load_settings()
+    for token in ("short", ""):
+        account = {**ACCOUNT, "webhook_token": token}
+        lines = [f'{k} = "{v}"' for k, v in account.items()]
+        config.write_text("[accounts.pv]\n" + "\n".join(lines) + "\n")
+        with pytest.raises(ConfigError, match="webhook_token must be at least 16 characters"):
+            load_settings()
     config.write_text("")
     monkeypatch.setenv("FAXRELAY_API_TOKENS", "ops:tiny")
     with pytest.raises(ConfigError, match="api_tokens: ops must be at least 16 characters"):
+        load_settings()
+    monkeypatch.setenv("FAXRELAY_API_TOKENS", "ops:")  # a name and an empty token
+    with pytest.raises(ConfigError, match="api_tokens: token-1 must be at least 16 characters"):
         load_settings()
     monkeypatch.setenv("FAXRELAY_API_TOKENS", "a-token-of-enough-length")
     assert load_settings().api_token_values == ("a-token-of-enough-length",)

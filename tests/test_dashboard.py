@@ -269,6 +269,49 @@ def test_metrics_move_after_a_webhook(system: System, sandbox: Any) -> None:
     assert record.state == "archived"
 
 
+# --- the charts --------------------------------------------------------------------------------------
+
+
+def legend(page: str, box: str, series: str) -> str:
+    """The figure a chart's legend shows for ``series`` (``box``: inbound, outbound, latency…)."""
+    match = re.search(
+        rf'id="box-{box}".*?data-series="{series}">.*?<b>([^<]*)</b>', page, flags=re.S
+    )
+    assert match, f"no {series!r} in the {box} chart's legend"
+    return match.group(1)
+
+
+def archived_inbound(system: System) -> int:
+    """Received faxes archived so far: this module's system is fresh, so all within 24 h."""
+    return len(system.store().list(direction="inbound", state="archived", limit=500).items)
+
+
+def test_the_charts_show_what_was_archived(system: System, sandbox: Any) -> None:
+    ids = [inbound(system, sandbox) for _ in range(3)]
+    for fax_id in ids:
+        system.wait_state(fax_id, "archived")
+
+    client = login(system)
+
+    def page_and_count() -> tuple[str, int] | None:
+        before = archived_inbound(system)
+        page = client.get("/").text
+        return (page, before) if archived_inbound(system) == before else None
+
+    page, archived = wait_for(page_and_count, 30, "a page read while no fax was archived")
+    assert archived >= 3
+    assert legend(page, "inbound", "archived") == str(archived)
+    bars = re.findall(r'<g class="bar" data-hour="[^"]+" data-archived="(\d+)"', page)
+    # the newest bars: this hour (and the one before, should the hour have turned meanwhile)
+    assert sum(map(int, bars)) == archived and sum(map(int, bars[-2:])) >= 3
+    assert legend(page, "latency", "p50") not in ("", "—")
+    # The week's chart has the same faxes (this system is minutes old).
+    week = client.get("/?span=7d").text
+    client.close()
+    assert legend(week, "inbound", "archived") == str(archived_inbound(system))
+    assert 'id="span-24h"' in week and 'id="span-7d"' not in week
+
+
 # --- the browser ------------------------------------------------------------------------------------
 
 
@@ -347,7 +390,20 @@ def test_dashboard_in_a_browser(system: System, sandbox: Any, tmp_path: Path) ->
             assert page.inner_text("#at-risk") == str(len(backlog))  # margin 40 d > 30 d kept
             expect(page.locator("#at-risk-list")).to_contain_text(stuck_id)
             expect(page.locator('#health tr[data-account="pv"]')).to_contain_text("inbound 200")
+            # The charts: drawn, and their figures are the records'.
+            for chart in ("inbound", "outbound", "latency", "errors"):
+                expect(page.locator(f"#chart-{chart}")).to_be_visible()
+            archived = page.locator('#box-inbound .legend[data-series="archived"] b')
+            assert archived.inner_text() == str(archived_inbound(system))
+            failed_out = page.locator('#box-outbound .legend[data-series="failed"] b')
+            assert int(failed_out.inner_text()) >= 1  # the failed UCX send above
+            # The stuck fax's failed downloads are provider errors of its account.
+            expect(page.locator('#box-errors .legend[data-series="pv"]')).to_be_visible()
             page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
+            page.click("#span-7d")
+            page.wait_for_url("**/?span=7d*")
+            expect(page.locator("#charts")).to_contain_text("last 7 days")
+            assert archived.inner_text() == str(archived_inbound(system))
 
             # The received fax: its timeline and its first page.
             page.goto(f"{system.web_url}/faxes?direction=inbound&state=archived")

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import redis
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -33,11 +35,13 @@ from config.embedded import ManagedProcess, SeaweedPorts, find_weed, wait_until
 from config.workers import KINDS
 from tests.sandbox_server import free_port
 from tests.system import wait_for
+from worker.store import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILES = ("compose.yaml", "compose.ha.yaml")
 WORKER_SERVICES = tuple(kind.name for kind in KINDS)  # config/workers.py: worker, archiver, …
+CELERY_SERVICES = tuple(kind.name for kind in KINDS if not kind.module)  # all but the acceptor
 APP_SERVICES = ("web", *WORKER_SERVICES, "beat")
 # Until config/celery_app.py sets a hard time limit, tasks are assumed to get one of at most this.
 ASSUMED_HARD_TIME_LIMIT = 600.0
@@ -203,7 +207,7 @@ def test_flower_needs_basic_auth_and_workers_send_task_events(name: str) -> None
     auth = flower["environment"].get("FLOWER_BASIC_AUTH", "")
     assert auth.startswith("${FLOWER_BASIC_AUTH:?") or "--basic-auth" in command_text(flower)
     assert all(not p.startswith(("5555", "0.0.0.0")) for p in flower.get("ports", []))
-    for worker in WORKER_SERVICES:
+    for worker in CELERY_SERVICES:
         assert " -E " in f" {command_text(found[worker])} ", worker
 
 
@@ -237,13 +241,15 @@ def test_each_container_has_its_own_emptied_metrics_directory(name: str) -> None
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_workers_scale_out_with_distinct_node_names(name: str) -> None:
-    for kind in WORKER_SERVICES:
-        worker = services(name)[kind]
+    for kind in KINDS:
+        worker = services(name)[kind.name]
         command = command_text(worker)
-        assert re.search(rf"-n {kind}@%h\b", command), kind
-        assert f"{kind}@$$HOSTNAME" in healthcheck_text(worker), kind
-        assert "inspect ping" in healthcheck_text(worker), kind
-        assert "ports" not in worker, kind
+        option = "--node" if kind.module else "-n"  # the acceptor's, stable across restarts
+        assert re.search(rf"{option} {kind.name}@%h\b", command), kind.name
+        assert f"{kind.name}@$$HOSTNAME" in healthcheck_text(worker), kind.name
+        check = f"-m {kind.module} --check" if kind.module else "inspect ping"
+        assert check in healthcheck_text(worker), kind.name
+        assert "ports" not in worker, kind.name
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -272,8 +278,12 @@ def test_worker_queues_match_the_routing_in_config(name: str) -> None:
 def check_worker_kinds(commands: dict[str, str]) -> None:
     """Each kind of worker consumes its queues of config/workers.py at its default concurrency,
     in its pool (prefork: `-P processes`, else config.celery_app's threads pool), and together
-    they consume every routed queue, each once."""
+    they consume every routed queue, each once. The acceptor runs its own module instead."""
     for kind in KINDS:
+        if kind.module:
+            assert f"-m {kind.module} --node " in commands[kind.name], kind.name
+            assert "-Q" not in commands[kind.name], kind.name  # the queue is its own
+            continue
         assert queue_option(commands[kind.name]) == set(kind.queues), kind.name
         concurrency = rf"--concurrency \S*\b{kind.concurrency}\b"
         assert re.search(concurrency, commands[kind.name]), kind.name
@@ -449,7 +459,6 @@ def test_procfile_runs_without_a_venv_and_keeps_state_out_of_the_checkout(
         PORT=str(port),
         WORKER_CONCURRENCY="1",
         ARCHIVE_CONCURRENCY="1",
-        ACCEPTOR_CONCURRENCY="1",
         FAXRELAY_STATE_DIR=str(tmp_path / "state"),
         FAXRELAY_REDIS_URL=redis_url,
         FAXRELAY_S3_ENDPOINT_URL=s3_server,
@@ -492,15 +501,18 @@ def test_procfile_runs_without_a_venv_and_keeps_state_out_of_the_checkout(
 
         wait_for(web_ready, 60, "web /readyz")
         control = Celery(broker=redis_url).control
+        client = redis.Redis.from_url(redis_url)
+        acceptor = keys.accept_alive_key(f"acceptor@{socket.gethostname()}")
 
         def four_workers() -> set[str] | None:
             assert all(p.poll() is None for p in procs), logs()
             found = {name for reply in control.ping(timeout=1) for name in reply}
-            return found if len(found) == 4 else None
+            return found if len(found) == 3 and client.exists(acceptor) else None
 
         nodes = wait_for(four_workers, 90, "two workers, an archiver and an acceptor")
         kinds = sorted(n.split("-")[0] for n in nodes)
-        assert kinds == ["acceptor", "archiver", "worker", "worker"], nodes
+        assert kinds == ["archiver", "worker", "worker"], nodes
+        client.close()
         state = tmp_path / "state"
         wait_for(lambda: list(state.glob("celerybeat-schedule*")), 60, "beat's schedule file")
         in_checkout = [p for p in ROOT.glob("celerybeat-schedule*") if p.stat().st_mtime >= started]

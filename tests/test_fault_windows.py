@@ -333,6 +333,32 @@ def test_a_lost_ucx_submit_adopts_its_own_job_when_it_is_the_only_unowned_one(
     assert "answer was lost" in notes(record)
 
 
+def test_a_lost_ucx_submit_does_not_adopt_a_job_that_another_lost_submit_may_own(
+    redis_url: str, s3_server: str, sandbox: RunningSandbox
+) -> None:
+    """Two sends to one number, both answers lost: UCX lists nothing that tells their jobs apart,
+    so the one job listed cannot be given to either (the chaos soak's wrong attribution)."""
+    runtime, _ = runtime_for(settings_for(redis_url, s3_server, sandbox))
+    impatient, _ = runtime_for(settings_for(redis_url, s3_server, sandbox, read_timeout=0.5))
+    sandbox.control("duration", provider="ucx", seconds=120)
+    # The other send's request arrives but its answer comes too late, and its own look-up
+    # fails for now: it holds no job, and its job is listed unowned.
+    sandbox.control("faults", provider="ucx", operation="filesend", kind="late", seconds=2)
+    sandbox.control("faults", provider="ucx", operation="activejobs", kind="error", status=503)
+    other = send(runtime, "ucx", "14695550163")
+    follow.submit_fax(impatient, other.id)
+    assert not runtime.store.get(other.id).provider_ids.get("job_id")
+    assert len(sandbox.requests("ucx", "filesend")) == 1
+
+    mine = send(runtime, "ucx", "14695550163")  # the same number, its request never arrived
+    lost_submit(runtime, mine.id)
+    follow.submit_fax(runtime, mine.id)
+
+    record = runtime.store.get(mine.id)
+    assert record.state == "unknown" and not record.provider_ids.get("job_id"), record.public()
+    assert other.id in record.reason_detail and "tells their jobs apart" in record.reason_detail
+
+
 def test_a_voipms_send_is_matched_by_its_own_reference_never_by_the_number(
     rt: tuple[Runtime, Sent, Settings], sandbox: RunningSandbox
 ) -> None:

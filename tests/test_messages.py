@@ -40,3 +40,12 @@ def test_kwargs_quotes_and_percent_signs_survive() -> None:
     }
     assert json.loads(base64.b64decode(ours["body"])) == json.loads(json.dumps(celery.body))
     assert ours["properties"]["delivery_info"]["routing_key"] == "q%s"
+
+
+def test_extra_headers_join_the_envelope_and_change_nothing_else() -> None:
+    """The trace context (config/tracing.py) rides in the headers, as Celery's ``headers=``."""
+    plain = json.loads(task_message("t", "q", ['"headers":{'], task_id="i"))
+    carrier = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    traced = json.loads(task_message("t", "q", ['"headers":{'], task_id="i", headers=carrier))
+    assert traced["headers"].pop("traceparent") == carrier["traceparent"]
+    assert traced == plain

@@ -127,30 +127,50 @@ def test_a_received_fax_past_retention_is_answered_from_s3_and_stays_a_duplicate
     assert 30 * 86400 < ttl <= 31 * 86400
 
 
-def send(system: System) -> str:
-    pdf = make_pdf(1, 0, label=f"retention {uuid.uuid4().hex}")
+def send_request(label: str) -> dict[str, Any]:
+    pdf = make_pdf(1, 0, label=f"retention {label}")
+    return {
+        "account": "ci",
+        "to": "+1 555 201 0123",
+        "document": {"base64": base64.b64encode(pdf).decode()},
+    }
+
+
+def send(system: System, request: dict[str, Any] | None = None, key: str = "") -> str:
+    headers = {"idempotency-key": key} if key else {}
     with system.api() as api:
         sent = api.post(
-            "/v1/faxes",
-            json={
-                "account": "ci",
-                "to": "+1 555 201 0123",
-                "document": {"base64": base64.b64encode(pdf).decode()},
-            },
+            "/v1/faxes", json=request or send_request(uuid.uuid4().hex), headers=headers
         )
     assert sent.status_code == 202, sent.text
     return str(sent.json()["id"])
 
 
 def test_a_sent_fax_gets_its_sidecar_beside_the_document_and_leaves(system: System) -> None:
-    fax_id = send(system)
+    request, key = send_request(uuid.uuid4().hex), f"retention-{uuid.uuid4().hex}"
+    fax_id = send(system, request, key)
     done = system.wait_state(fax_id, "delivered", "failed", timeout=60)
+    # Submitted, it is no lost submit's rival: it leaves that set at once, not after a day.
+    rivals = keys.submits_key("ci", done.to_number)
+    assert system.store().redis.zscore(rivals, fax_id) is None
     gone_from_redis(system, fax_id)
     sidecar = s3_json(system, done.document_key.removesuffix(".pdf") + ".json")
     assert sidecar["record"] == done.public() and sidecar["state"] == done.state
     with system.api() as api:
         answer = api.get(f"/v1/faxes/{fax_id}")
-    assert answer.status_code == 200 and answer.json() == done.public()
+        assert answer.status_code == 200 and answer.json() == done.public()
+        # Its Idempotency-Key keeps its own TTL (48 h), not the record's: a repeat of the request
+        # is still the same fax, answered from S3, and sends nothing again.
+        ttl = system.store().redis.ttl(dedup_key(keys.idempotency_scope("ci"), key))
+        assert 47 * 3600 < ttl <= 48 * 3600
+        again = api.post("/v1/faxes", json=request, headers={"idempotency-key": key})
+        assert again.status_code == 200 and again.json() == done.public()
+        # Found, and final: an action on it is refused as on any final fax, not "no such fax".
+        for action in ("cancel", "retry"):
+            refused = api.post(f"/v1/faxes/{fax_id}/{action}")
+            assert refused.status_code == 409, (action, refused.text)
+        assert api.post("/v1/faxes/fx_0000000000000000000000ff/cancel").status_code == 404
+    assert not system.store().redis.exists(keys.fax_key(fax_id))
 
 
 def test_a_fax_that_is_not_final_never_leaves(system: System, sandbox: Any) -> None:

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from config.settings import Settings
-from worker.domain import FINAL_STATES, Direction, FaxRecord, State, transition
+from sandbox import voipms as sb_voipms
+from tests.sandbox_server import RunningSandbox
+from worker.domain import FINAL_STATES, Direction, FaxRecord, State, iso_at, transition
 from worker.io.archive import Archive
 from worker.io.filing import filed_record, record_key
+from worker.pipeline import inbound
 from worker.pipeline import retention as pipeline
 from worker.runtime import Runtime
 from worker.store import keys, retention
@@ -212,3 +216,46 @@ def test_a_record_past_retention_is_got_from_s3_and_its_dedup_key_lives_on(
     assert 30 * 86400 < store.redis.ttl(dedup) <= 31 * 86400
     again = runtime.store.create(make(Direction.INBOUND), dedup=dedup)
     assert not again.created and again.record.id == record.id
+
+
+def test_voipms_listing_a_fax_again_after_its_dedup_window_records_nothing(
+    redis_url: str, archive: Archive, sandbox: RunningSandbox
+) -> None:
+    # voip.ms lists whole days, from the day before the one asked for: with the previous reconcile
+    # a look-back ago, its answer reaches back up to three days beyond the look-back. The horizon
+    # (look-back + a day) is put at noon UTC, so that whole days reach well past it, and ten days
+    # back, so that the look-back, not the webhook re-sends, sets the dedup window.
+    now = time.time()
+    horizon = (now // 86400 - 10) * 86400 + 43200
+    lookback_days = (now - horizon) / 86400 - keys.RECONCILE_OVERLAP_DAYS
+    account = {
+        "provider": "voipms",
+        "base_url": sandbox.base_url("voipms"),
+        "api_username": sb_voipms.API_USERNAME,
+        "api_password": sb_voipms.API_PASSWORD,
+        "from_number": sb_voipms.FAX_NUMBER,
+    }
+    runtime = runtime_for(
+        redis_url, archive, accounts={"vm": account}, reconcile_lookback_days=lookback_days
+    )
+    window = pipeline.dedup_window_days(runtime.settings, "voipms") * 86400
+    listed = {}
+    for name, received in (("old", horizon - 1.25 * 86400), ("new", horizon + 3600)):
+        fax = cast(dict[str, Any], sandbox.control("inbound", provider="voipms"))
+        sandbox.sb.inbound[sb_voipms.NAME][str(fax["id"])].received_at = received
+        listed[name] = str(fax["id"])
+    runtime.store.redis.set(keys.reconciled_key("vm"), iso_at(now - lookback_days * 86400))
+
+    [fax_id] = inbound.reconcile(runtime, "vm")
+
+    # The old fax was received longer ago than its dedup key lives: it was (if ever) archived
+    # long ago, and a second record would archive it again under a new id.
+    assert window == (lookback_days + 2) * 86400 and horizon - 1.25 * 86400 + window < now
+    record = runtime.store.get(fax_id)
+    assert record.provider_ids["fax_id"] == listed["new"]
+    # The one recorded stays a duplicate for as long as any later reconcile could list it.
+    expiry = pipeline.dedup_expiry(runtime.settings, record, now)
+    assert expiry > horizon + 3600 + (lookback_days + keys.RECONCILE_OVERLAP_DAYS) * 86400
+    # (voip.ms did list it: the reconcile's own question)
+    since = datetime.fromtimestamp(horizon, UTC)
+    assert listed["old"] in {f.provider_fax_id for f in runtime.provider("vm").list_inbound(since)}

@@ -309,6 +309,21 @@ def test_claim_due_returns_overdue_and_pushes_them_out(store: FaxStore) -> None:
     assert sorted(store.claim_due(now=now + 60, grace=60)) == sorted(r.id for r in overdue)
 
 
+def test_claim_due_leaves_a_leased_record_to_its_worker_until_the_lease_lapses(
+    store: FaxStore,
+) -> None:
+    now = BASE + 10_000
+    held, free = make(due_at=now - 1), make(due_at=now - 1)
+    store.create(held)
+    store.create(free)
+    assert store.acquire_lease(held.id, "worker-a", 5.0)
+    assert store.claim_due(now=now, grace=60) == [free.id]  # its worker is on the other one
+    # Looked at again when the lease would lapse, not a whole grace later.
+    assert 4.0 < float(store.redis.zscore(keys.DUE, held.id)) - now <= 5.5
+    store.release_lease(held.id, "worker-a")  # as when the lease lapses: the worker died
+    assert store.claim_due(now=now + 6, grace=60) == [held.id]
+
+
 def test_claim_due_respects_limit(store: FaxStore) -> None:
     now = BASE + 10_000
     for i in range(5):

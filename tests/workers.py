@@ -1,6 +1,6 @@
 """``tests.system.System`` running the deployed worker processes: one process of each kind in
-``config.workers`` (an archiver and a worker), each at its default concurrency, as ``faxrelay up``,
-the Procfile and compose run them. The other end-to-end tests run one small worker over every
+``config.workers`` (a worker, an archiver and the acceptor), each at its default concurrency, as
+``faxrelay up``, the Procfile and compose run them. The other end-to-end tests run one small worker over every
 queue; the tests of what the defaults promise (tests/test_concurrency.py) and the benchmarks run
 this.
 
@@ -40,23 +40,29 @@ class DeployedSystem(System):
         return KINDS if self.layout == "split" else (SINGLE,)
 
     def start_worker(self) -> None:
-        client = redis.Redis.from_url(self.redis_url)
         for kind in self.kinds():
-            client.delete(kind.ready_key)
-            argv = worker_argv(
-                kind,
-                f"{kind.name}-{time.monotonic_ns()}@%h",
-                concurrency=self.concurrency.get(kind.name),
-                extra=(*QUIET, *self.worker_args),
-            )
-            proc = ManagedProcess(
-                kind.name, argv, sink=self._log, env=self.env, cwd=str(ROOT), stop_timeout=20,
-                fatal_markers=CELERY_FATAL,
-            ).start()  # fmt: skip
-            self.procs[kind.name] = proc
-            key = kind.ready_key
-            wait_until(lambda: bool(client.exists(key)), 60, kind.name, proc)  # noqa: B023
+            self.start_kind(kind)
+
+    def start_kind(self, kind: WorkerKind) -> ManagedProcess:
+        """Start the process of ``kind`` (again, after a kill) and wait until it consumes."""
+        client = redis.Redis.from_url(self.redis_url)
+        client.delete(kind.ready_key)
+        # The acceptor (not a Celery worker) keeps its node name across restarts.
+        node = f"{kind.name}@%h" if kind.module else f"{kind.name}-{time.monotonic_ns()}@%h"
+        argv = worker_argv(
+            kind,
+            node,
+            concurrency=self.concurrency.get(kind.name),
+            extra=() if kind.module else (*QUIET, *self.worker_args),
+        )
+        proc = ManagedProcess(
+            kind.name, argv, sink=self._log, env=self.env, cwd=str(ROOT), stop_timeout=20,
+            fatal_markers=CELERY_FATAL,
+        ).start()  # fmt: skip
+        self.procs[kind.name] = proc
+        wait_until(lambda: bool(client.exists(kind.ready_key)), 60, kind.name, proc)
         client.close()
+        return proc
 
     def stop_workers(self) -> None:
         for kind in self.kinds():

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
 
+from config import tracing
 from config.settings import Settings
 from faxrelay_client.models import ListFaxes, describe
 from webhooks.audit import audit
@@ -117,6 +118,12 @@ class FaxApi:
         return None
 
     async def create(self, request: Request) -> Response:
+        if tracing.on:  # FAXRELAY_OTEL: the send's trace starts here (config.tracing)
+            with tracing.span("POST /v1/faxes"):
+                return await self._create(request)
+        return await self._create(request)
+
+    async def _create(self, request: Request) -> Response:
         if (refused := self._auth(request)) is not None:
             return refused
         limit = self.settings.document_max_bytes * 4 // 3 + 64 * 1024
@@ -138,6 +145,8 @@ class FaxApi:
             if (answer := unavailable(exc)) is not None:
                 return answer
             raise
+        if tracing.on:
+            tracing.annotate({"faxrelay.fax_id": accepted.record.id})
         if (unconfirmed := await self._unreplicated(epoch)) is not None:
             return unconfirmed
         return JSONResponse(_public(accepted.record), status_code=202 if accepted.created else 200)

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from config import connect
+from config import connect, tracing
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from webhooks import apidoc, stats
@@ -100,6 +100,7 @@ async def flush_metrics_every(seconds: float) -> None:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     configure_logging("web")
+    tracing.setup(settings.otel, "web")  # FAXRELAY_OTEL: off by default, and then free
     # The configured Redis or Sentinel primary (config.connect). A connection that died with a
     # restart or a failover is retried on a fresh one (every write here is idempotent: records
     # are deduplicated), so the first webhook after a restart is not a 503.

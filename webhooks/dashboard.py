@@ -50,7 +50,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
-from webhooks import stats
+from webhooks import charts, stats
 from webhooks.api import bearer_ok
 from webhooks.bodies import BodyTooLarge, small_form
 from webhooks.intake import Answer
@@ -308,7 +308,14 @@ class Dashboard:
         except Refused as refused:
             return refused.response
         data = await stats.overview(self.store.redis, self.settings)
-        return self._page(request, "overview.html", {"auth": auth, "o": data, "now": time.time()})
+        shown = await charts.charts(
+            self.store.redis, request.query_params.get("span", ""), sorted(self.settings.accounts)
+        )
+        return self._page(
+            request,
+            "overview.html",
+            {"auth": auth, "o": data, "now": time.time(), "charts": shown, "spans": charts.SPANS},
+        )
 
     async def faxes(self, request: Request) -> Response:
         try:

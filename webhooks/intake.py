@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from config import tracing
 from config.queues import HANDLE_INBOUND, POLL_FAX, RECONCILE_ACCOUNT
 from config.settings import Account, Settings
 from worker import metrics
@@ -237,7 +238,13 @@ class WebhookRoutes:
             headers=headers,
         )
         try:
-            response = await self._handle(receive, route, name, query, headers, entry, address)
+            if tracing.on:  # FAXRELAY_OTEL: the fax's trace starts here (config.tracing)
+                with tracing.span(f"webhook {route}", {"faxrelay.account": name}):
+                    response = await self._handle(
+                        receive, route, name, query, headers, entry, address
+                    )
+            else:
+                response = await self._handle(receive, route, name, query, headers, entry, address)
         except Exception:
             # A bug, or an input nobody foresaw: still answered, and kept in the raw log so that
             # it can be replayed once fixed (PrimeVox cannot list faxes: the log is all there is).
@@ -388,7 +395,7 @@ class WebhookRoutes:
         if event.fax is None:
             # The webhook names no fax: list the account's faxes now instead.
             entry.outcome = "reconcile"
-            message = task_message(*RECONCILE_ACCOUNT, [account.name])
+            message = task_message(*RECONCILE_ACCOUNT, [account.name], headers=tracing.carrier())
             # FAXRELAY_REDIS_MIN_REPLICAS: the 200 waits until the replicas have the writes.
             epoch = await replicas.epoch(self.ctx.store.redis, settings)
             pipe = self.ctx.store.redis.pipeline(transaction=True)
@@ -402,12 +409,15 @@ class WebhookRoutes:
         if event.pdf is not None:
             await self._stage_pdf(record, event)
         entry.fax_id = record.id
+        if tracing.on:
+            tracing.annotate({"faxrelay.fax_id": record.id})
         try:
             created = await self.ctx.store.create(
                 record,
                 dedup=dedup,
                 queue=HANDLE_INBOUND.queue,
-                message=task_message(*HANDLE_INBOUND, [record.id]),
+                # The trace context rides in the message's headers (None when tracing is off).
+                message=task_message(*HANDLE_INBOUND, [record.id], headers=tracing.carrier()),
                 log=rawlog.side_log(entry, settings),
             )
         except Exception:
@@ -483,7 +493,7 @@ class WebhookRoutes:
         pipe = self.ctx.store.redis.pipeline(transaction=False)
         rawlog.add_to_pipeline(pipe, entry, settings)
         if wake:
-            pipe.lpush(POLL_FAX.queue, task_message(*POLL_FAX, [fax_id]))
+            pipe.lpush(POLL_FAX.queue, task_message(*POLL_FAX, [fax_id], headers=tracing.carrier()))
         await pipe.execute()
         await replicas.confirm(self.ctx.store.redis, settings, epoch)
         return self._ack("", "accepted", record)

@@ -10,7 +10,8 @@ and the day hashes), and every list is a bounded read of an index:
 - the archive backlog: its size from the counters, its oldest records (``BACKLOG_SHOWN``) from the
   ``received`` and ``fetching`` state indexes, which sort by id, so by age;
 - faxes at risk: among the oldest ``AT_RISK_SCAN`` backlog records of each state (the ones whose
-  provider copy expires first: a provider's expiry counts from its receipt);
+  provider copy expires first: a provider's expiry counts from its receipt), read in a thread
+  (only their expiry, unless shown), so that a large backlog never holds up the event loop;
 - today's failures: the newest ``FAILURES_SHOWN`` of the ``failed`` state index;
 - per account: its newest raw-log entries (the head of its log buckets), the entries since
   midnight (a count over the bucket's index), and its last success (``keys.LAST_OK``, kept by
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import anyio
 import orjson
 import redis.asyncio as aioredis
 
@@ -108,16 +110,40 @@ async def backlog(
         if found and (created := id_time(found[0])) is not None:
             oldest = max(oldest, now - created)
         ids.extend(found)
-    records = await load(client, ids)
-    at_risk = []
-    for record in records:
-        expires = parse_iso(record.expires_at)
-        if expires is not None and expires.timestamp() - now < settings.archive_risk_margin:
-            at_risk.append(AtRisk(record, expires.timestamp() - now))
+    raws = await client.mget([fax_key(x) for x in ids]) if ids else []
+    # Up to twice AT_RISK_SCAN records to read: in a thread, not on the event loop (webhooks wait
+    # on it), and only their expiry unless shown.
+    records, at_risk = await anyio.to_thread.run_sync(
+        _assess, ids, raws, now, settings.archive_risk_margin
+    )
+    count = sum(counts.get(f"inbound:{state}", 0) for state in BACKLOG_STATES)
+    return Backlog(count, records, at_risk, oldest)
+
+
+def _assess(
+    ids: list[str], raws: list[bytes | str | None], now: float, margin: float
+) -> tuple[list[FaxRecord], list[AtRisk]]:
+    """The oldest ``BACKLOG_SHOWN`` records, and those whose provider copy expires within
+    ``margin``, of the backlog records read. Blocking (CPU): run in a thread."""
+    shown = set(sorted(ids)[:BACKLOG_SHOWN])
+    records: list[FaxRecord] = []
+    at_risk: list[AtRisk] = []
+    for fax_id, raw in zip(ids, raws, strict=True):
+        if raw is None:
+            continue
+        data = orjson.loads(raw)
+        expires = parse_iso(data.get("expires_at"))
+        left = expires.timestamp() - now if expires is not None else None
+        if fax_id not in shown and (left is None or left >= margin):
+            continue  # neither shown nor at risk: a full record is not needed
+        record = FaxRecord.from_json(data)
+        if fax_id in shown:
+            records.append(record)
+        if left is not None and left < margin:
+            at_risk.append(AtRisk(record, left))
     at_risk.sort(key=lambda item: item.seconds_left)
     records.sort(key=lambda r: r.id)
-    count = sum(counts.get(f"inbound:{state}", 0) for state in BACKLOG_STATES)
-    return Backlog(count, records[:BACKLOG_SHOWN], at_risk, oldest)
+    return records, at_risk
 
 
 def by_state(counts: dict[str, int]) -> dict[tuple[str, str], int]:

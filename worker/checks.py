@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from config.logging import Redactor, secret_values
-from config.settings import SECRET_FIELDS, Settings
+from config.logging import Redactor, secret_values, settings_secrets
 from faxrelay_client.models import AccountCheck
 from worker.providers.base import ProviderError
 from worker.runtime import Runtime
@@ -17,7 +16,7 @@ from worker.runtime import Runtime
 
 def check_accounts(runtime: Runtime, names: list[str]) -> list[AccountCheck]:
     """One result per account, in the order given; an account that raises is a failed row."""
-    secrets = [*configured_secrets(runtime.settings), *secret_values()]  # and the AWS key
+    secrets = [*settings_secrets(runtime.settings), *secret_values()]  # and the AWS key
     redact = Redactor(secrets, patterns=False)  # patterns off: "token=accepted" is no secret
     results = []
     for name in names:
@@ -52,16 +51,3 @@ def summary(result: dict[str, Any]) -> str:
         else:
             parts.append(f"{key}={value}")
     return ", ".join(parts)
-
-
-def configured_secrets(settings: Settings) -> list[str]:
-    """The secrets these settings hold (API tokens, event and subscriber secrets, accounts')."""
-    values = list(settings.api_token_values)
-    if settings.event_secret is not None:
-        values.append(settings.event_secret.get_secret_value())
-    values += [s.secret.get_secret_value() for s in settings.subscribers]
-    for account in settings.accounts.values():
-        if account.webhook_token is not None:
-            values.append(account.webhook_token.get_secret_value())
-        values += [account.secret(name) for name in SECRET_FIELDS]
-    return values

@@ -80,10 +80,10 @@ EVENT = RetryRule(
     on_exhausted="undeliverable",
 )
 # A queue-driven send (``faxrelay.send_fax``) whose S3 or Redis is unreachable, or whose document
-# URL cannot be fetched for now: the Celery task retries itself (nothing is recorded yet, so the
-# sweeper cannot). The last delay stays under the broker's visibility timeout; 60 attempts at
-# the cap ride out an outage of about an hour, then the task fails loudly (logged at ERROR, the
-# caller's ``.get()`` raises).
+# URL cannot be fetched for now: nothing is recorded yet, so the sweeper cannot retry it; the
+# acceptor keeps the message in ``fr:accept:later`` until its next attempt (``worker.acceptor``;
+# a Celery worker's task retries itself). 60 attempts at the cap ride out an outage of about an
+# hour, then the send fails loudly (logged at ERROR, the caller's ``.get()`` raises).
 QUEUED_SEND = RetryRule(
     backoff=Backoff(first=2.0, cap=60.0),
     retry_on=frozenset({ErrorKind.TRANSIENT}),

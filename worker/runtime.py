@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
-from config import queues
+from config import queues, tracing
 from config.settings import Account, Settings, get_settings
 from worker.domain import Direction, FaxRecord, State
 from worker.io.archive import Archive
@@ -133,7 +133,14 @@ def get_runtime() -> Runtime:
                 def send(task: str, queue: str, args: list[str]) -> None:
                     # A wake-up has no result to wait for; without ignore_result, Celery's Redis
                     # result backend SUBSCRIBEs (and later UNSUBSCRIBEs) a channel per message.
-                    app.send_task(task, args=args, queue=queue, ignore_result=True)
+                    # The trace context (FAXRELAY_OTEL) rides in the headers; None when off.
+                    app.send_task(
+                        task,
+                        args=args,
+                        queue=queue,
+                        ignore_result=True,
+                        headers=tracing.carrier(),
+                    )
 
                 _runtime = Runtime(get_settings(), send)
     return _runtime

@@ -16,8 +16,8 @@ from config import queues
 from config.celery_app import app
 from worker.pipeline import backfill as backfill_job
 from worker.pipeline import events, inbound, retention, sweeper
-from worker.pipeline.outbound import accept, follow
-from worker.pipeline.outbound import request as outbound_request
+from worker.pipeline.outbound import follow, queued
+from worker.pipeline.outbound.queued import SendUnavailable
 from worker.providers import provider_class
 from worker.retry import QUEUED_SEND
 from worker.runtime import RECONCILE_TASK, get_runtime
@@ -84,15 +84,6 @@ def poll_fax(fax_id: str) -> None:
     follow.poll_fax(get_runtime(), fax_id)
 
 
-class SendRefused(Exception):
-    """A queued send that cannot be accepted; the message says what is wrong."""
-
-
-class SendUnavailable(Exception):
-    """A queued send that could not be accepted for ``retry.QUEUED_SEND``'s whole span because
-    S3, Redis or the document's URL stayed unreachable; the message says which."""
-
-
 @app.task(bind=True, name=queues.SEND_FAX.task, ignore_result=False, max_retries=None)
 def send_fax(
     self: Task[Any, str],
@@ -103,47 +94,34 @@ def send_fax(
     callback_url: str = "",
     metadata: dict[str, Any] | None = None,
 ) -> str:
-    """The public queue-driven send (DESIGN.md "Queue-driven sends"); returns the fax id, which
-    the result backend keeps (config/celery_app.py: this task only, 24 h).
+    """The public queue-driven send (``queued.send_queued``); returns the fax id, which the
+    result backend keeps (config/celery_app.py: this task only, 24 h).
 
-    The same validation as ``POST /v1/faxes`` (``accept_send``). The idempotency key is shared
-    with the HTTP API's ``Idempotency-Key`` header; without one the task id is the key, so a
-    message redelivered after its worker died (the record made, the ack not sent) finds the
-    first record instead of making a second fax. An unreachable S3 or Redis (or document URL)
-    retries the task with backoff (``retry.QUEUED_SEND``) instead of failing it.
+    Deployments consume the ``celery`` queue with ``worker.acceptor``, which never loses a
+    message to a crash; this task serves a Celery worker that consumes every queue (the tests'
+    single worker). An unreachable S3 or Redis (or document URL) retries the task with backoff
+    (``retry.QUEUED_SEND``) instead of failing it.
     """
-    try:  # the /v1 model (faxrelay_client.models.QueuedSend): the API's checks and codes
-        request = outbound_request.parse_queued(
+    runtime = get_runtime()
+    try:
+        return queued.send_queued(
+            runtime,
+            self.request.id or "",
             account=account,
             to=to,
             document=document,
-            idempotency_key=idempotency_key or self.request.id or "",
+            idempotency_key=idempotency_key,
             callback_url=callback_url,
             metadata=metadata,
         )
-    except accept.SendError as exc:
-        raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
-    try:
-        accepted = accept.accept_send(get_runtime(), request)
-    except accept.SendError as exc:
-        if not exc.transient:
-            raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
+    except (queued.SendDeferred, SoftTimeLimitExceeded) as exc:
         failure: Exception = exc
-    except SoftTimeLimitExceeded as exc:
-        failure = exc
-    except Exception as exc:
-        if not accept.storage_down(exc):
-            raise
-        failure = exc
-    else:
-        return accepted.record.id
     attempt = self.request.retries + 1
-    rule = QUEUED_SEND
-    if rule.max_attempts is not None and attempt >= rule.max_attempts:
+    delay = queued.retry_delay(runtime, attempt)
+    if delay is None:
         log.error(
             "queued send %s given up after %d attempts: %s", self.request.id, attempt, failure
         )
-        raise SendUnavailable(f"503 {rule.on_exhausted}: {failure}") from None
-    delay = rule.backoff.delay(attempt) * get_runtime().settings.retry_scale
+        raise SendUnavailable(f"503 {QUEUED_SEND.on_exhausted}: {failure}") from None
     log.warning("queued send %s: %s; retry %d in %.1f s", self.request.id, failure, attempt, delay)
     raise self.retry(countdown=delay, exc=failure)

@@ -159,6 +159,8 @@ def up(
             # of large ones never holds up a send or a poll.
             "worker": lambda: _worker(WORKER, concurrency, env),
             "archiver": lambda: _worker(ARCHIVER, archive_concurrency, env),
+            # worker.acceptor, not a Celery worker: restarted under the same node name
+            # (acceptor@%h), it takes back the message it held when it died.
             "acceptor": lambda: _worker(ACCEPTOR, ACCEPTOR.concurrency, env),
             "beat": lambda: ManagedProcess(
                 "beat",

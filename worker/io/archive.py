@@ -8,7 +8,7 @@ Key layout (DESIGN.md "Archive"), ``{prefix}`` used verbatim, date = UTC date of
     {prefix}outbound/{account}/{YYYY}/{MM}/{DD}/{id}.pdf   documents to send
 
 Uploads stream from a file: the digest is computed in one pass of 1 MiB reads, then boto3's managed
-transfer sends the file in 8 MiB parts, two at a time, each read from the file as it is sent, so
+transfer sends the file in 8 MiB parts, one at a time, each read from the file as it is sent, so
 memory stays flat whatever the file's size. An object that is already there with the same sha256 is
 not uploaded again.
 
@@ -48,20 +48,23 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 PART = 8 * CHUNK
-# Two parts in flight. Public TransferConfig arguments only: s3transfer's own cap on the parts it
-# holds in memory (``max_in_memory_upload_chunks``, 10 by default) is not a boto3 argument, so
-# ``put_file`` never gives boto3 a large stream it would cut into in-memory parts (see there).
+# One part in flight per upload (a stream each: see _LARGE_UPLOADS). Public TransferConfig
+# arguments only: s3transfer's own cap on the parts it holds in memory
+# (``max_in_memory_upload_chunks``, 10 by default) is not a boto3 argument, so ``put_file`` never
+# gives boto3 a large stream it would cut into in-memory parts (see there).
 TRANSFER = TransferConfig(
     multipart_threshold=PART,
     multipart_chunksize=PART,
-    max_concurrency=2,
+    max_concurrency=1,
 )
 # Large uploads at once per process (the archiver runs 64 transfers, config/workers.py). An S3
 # server takes in a few large streams as fast as many, while every other request (a send's
 # document, a sidecar) queues behind the many: against SeaweedFS here, 64 concurrent 8 MB uploads
-# moved 27 MB/s and held a small PUT + GET up to 17.6 s; 8 moved 43 MB/s, 2.8 s at worst.
+# moved 27 MB/s and held a small PUT + GET up to 17.6 s. With 20 MB uploads, 4 at once of 2 parts
+# each (8 streams) moved 43-51 MB/s with a small PUT + GET at a median of 350-450 ms; 2 of one
+# part each moved 48-50 MB/s at 76-79 ms (p90 about 210 ms).
 LARGE_UPLOAD = CHUNK  # bytes; smaller uploads are not held back
-_LARGE_UPLOADS = threading.BoundedSemaphore(4)
+_LARGE_UPLOADS = threading.BoundedSemaphore(2)
 
 
 def s3_client(
@@ -282,11 +285,15 @@ class Archive:
         content_type: str = "application/pdf",
         sha256: str | None = None,
         size: int | None = None,
+        fresh: bool = False,
     ) -> Stored:
-        """Upload a seekable stream to ``key`` unless the same bytes are already there."""
+        """Upload a seekable stream to ``key`` unless the same bytes are already there.
+
+        ``fresh``: the key is named after a record made just now, so nothing can be there yet:
+        no HEAD first (one S3 round trip less on a send's way in, behind a busy S3's queue)."""
         if sha256 is None or size is None:
             sha256, size = sha256_of(stream)
-        if self.stored_sha256(key) == sha256:
+        if not fresh and self.stored_sha256(key) == sha256:
             return Stored(self.bucket, key, sha256, size, uploaded=False)
         stream.seek(0)
         extra = self.upload_args(content_type, {"sha256": sha256})
@@ -330,7 +337,13 @@ class Archive:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def download_to(self, key: str, sink: IO[bytes]) -> None:
-        self.client.download_fileobj(self.bucket, key, sink, Config=TRANSFER)
+        """The object's bytes into ``sink``, a chunk at a time. One GET: boto3's managed download
+        sends a HEAD first to learn the size, a second round trip each submit and staged fax
+        would wait for behind a busy S3's queue."""
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        with contextlib.closing(body):
+            for chunk in body.iter_chunks(CHUNK):
+                sink.write(chunk)
 
     def presigned_url(self, key: str, expires: int) -> str:
         return self.client.generate_presigned_url(

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from config import tracing
 from worker import metrics
 from worker.domain import (
     Direction,
@@ -146,7 +147,15 @@ def _announce(runtime: Runtime, record: FaxRecord) -> None:
 UNSTAGE_ON = frozenset({"not_pdf", "download_refused", "provider_error", "not_found"})
 
 
-def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: Any) -> None:
+def _fail(
+    runtime: Runtime,
+    fax_id: str,
+    reason: str,
+    detail: str,
+    *,
+    provider_error: str = "",
+    **changes: Any,
+) -> None:
     record = save_step(
         runtime,
         fax_id,
@@ -154,6 +163,7 @@ def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: An
         reason=reason,
         detail=detail,
         fields=changes,
+        provider_error=provider_error,
         live_only=True,
         events=("fax.failed",),
         owe=(cleanup.UNSTAGE,) if reason in UNSTAGE_ON else (),
@@ -163,21 +173,37 @@ def _fail(runtime: Runtime, fax_id: str, reason: str, detail: str, **changes: An
         cleanup.clean_up(runtime, record)
 
 
-def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, detail: str) -> None:
+def _retry(
+    runtime: Runtime,
+    record: FaxRecord,
+    rule: RetryRule,
+    kind: str,
+    detail: str,
+    *,
+    provider_error: bool = False,
+) -> None:
     """Schedule another attempt ``rule.backoff`` from now (before the provider's copy expires),
     or fail when the copy has expired or the rule's attempts at ``kind`` have run out.
 
     ``kind`` names the attempt counter (an ErrorKind value, ``not_found`` or ``unexpected``).
+    ``provider_error``: the provider answered the download with an error (the hourly counts).
     """
+    erred = record.account if provider_error else ""
     attempts = record.attempts.get("download", 0) + 1
     attempts_of_kind = record.attempts.get(kind, 0) + 1
     now = time.time()
     expires = parse_iso(record.expires_at)
     if expires is not None and now >= expires.timestamp():
-        _fail(runtime, record.id, "expired", f"the provider's copy expired; last error: {detail}")
+        _fail(
+            runtime,
+            record.id,
+            "expired",
+            f"the provider's copy expired; last error: {detail}",
+            provider_error=erred,
+        )
         return
     if rule.max_attempts is not None and attempts_of_kind >= rule.max_attempts:
-        _fail(runtime, record.id, rule.on_exhausted, detail)
+        _fail(runtime, record.id, rule.on_exhausted, detail, provider_error=erred)
         return
     delay = rule.backoff.delay(attempts) * runtime.settings.retry_scale
     due = now + delay
@@ -202,6 +228,7 @@ def _retry(runtime: Runtime, record: FaxRecord, rule: RetryRule, kind: str, deta
         attempts={"download": attempts, kind: attempts_of_kind},
         live_only=True,  # another worker archived it meanwhile: nothing to retry
         events=("fax.archive_at_risk",) if at_risk else (),
+        provider_error=erred,
     )
     if updated is None:
         return
@@ -221,11 +248,16 @@ def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
         runtime.archive.download_to(staged, sink)
         return sink.tell()
     provider = runtime.provider(record.account)
-    return provider.download(inbound_fax_of(record), sink, runtime.settings.download_max_bytes)
+    with tracing.span("provider download", {"faxrelay.fax_id": record.id}):
+        return provider.download(inbound_fax_of(record), sink, runtime.settings.download_max_bytes)
 
 
 def archive_fax(runtime: Runtime, fax_id: str) -> None:
-    with fax_context(fax_id), leased(runtime, fax_id) as mine:
+    with (
+        tracing.span("archive", {"faxrelay.fax_id": fax_id}),
+        fax_context(fax_id),
+        leased(runtime, fax_id) as mine,
+    ):
         if mine:
             _archive(runtime, fax_id)
 
@@ -285,11 +317,13 @@ def _fetch_and_archive(runtime: Runtime, record: FaxRecord) -> None:
             return
         except ProviderError as exc:
             if isinstance(exc, NotFoundError) or exc.http_status == 404:
-                _retry(runtime, record, ARCHIVE_NOT_FOUND, "not_found", str(exc))
+                _retry(
+                    runtime, record, ARCHIVE_NOT_FOUND, "not_found", str(exc), provider_error=True
+                )
             elif exc.kind in ARCHIVE.retry_on:
-                _retry(runtime, record, ARCHIVE, str(exc.kind), str(exc))
+                _retry(runtime, record, ARCHIVE, str(exc.kind), str(exc), provider_error=True)
             else:
-                _fail(runtime, fax_id, "provider_error", str(exc))
+                _fail(runtime, fax_id, "provider_error", str(exc), provider_error=record.account)
             return
         checked = check_pdf(spool)
         if not checked.ok:
@@ -387,21 +421,31 @@ def reconcile_is_due(runtime: Runtime, account_name: str) -> bool:
 
 
 def reconcile(runtime: Runtime, account_name: str) -> list[str]:
-    """Record every fax the provider lists that faxrelay does not know yet; returns the new ids."""
+    """Record every fax the provider lists that faxrelay does not know yet; returns the new ids.
+
+    Nothing received before the horizon (the look-back plus ``keys.RECONCILE_OVERLAP_DAYS``) is
+    recorded, whatever the provider lists (voip.ms answers whole days, from a day earlier): the
+    dedup key of a received fax lives that long after its receipt (``retention.dedup_window_days``),
+    so a fax archived long ago and listed again is never recorded a second time. A fax listed
+    without a receipt time is recorded (losing it would be worse)."""
     account = runtime.settings.account(account_name)
     provider = runtime.provider(account_name)
     if not provider.capabilities.list_inbound:
         return []
     marker = keys.reconciled_key(account_name)
     last = runtime.store.redis.get(marker)
-    lookback = timedelta(days=runtime.settings.reconcile_lookback_days)
-    since = utcnow() - lookback
-    if last is not None:
-        since = max(since, parse_iso(_text(last)) or since) - timedelta(days=1)
     started = utcnow()
+    lookback = timedelta(days=runtime.settings.reconcile_lookback_days)
+    overlap = timedelta(days=keys.RECONCILE_OVERLAP_DAYS)
+    horizon = started - lookback - overlap
+    since = started - lookback
+    if last is not None:
+        since = max(since, parse_iso(_text(last)) or since) - overlap
     new_ids = []
     for fax in provider.list_inbound(since):
         if not fax.provider_fax_id:
+            continue
+        if fax.received_at is not None and fax.received_at < horizon:
             continue
         created = create_inbound(runtime, account.name, fax)
         if created.created:

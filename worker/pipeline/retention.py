@@ -56,14 +56,15 @@ class Retained:
 def dedup_window_days(settings: Settings, provider: str) -> float:
     """How long after its receipt a provider may announce a received fax again: its own expiry
     (PrimeVox: 30 days), the reconcile look-back for providers faxrelay lists (UCX, voip.ms:
-    ``reconcile_lookback_days`` and the day of overlap reconcile adds), and webhook re-sends
-    (``keys.WEBHOOK_RESEND_DAYS``) for all; plus ``keys.DEDUP_MARGIN_DAYS``."""
+    ``reconcile_lookback_days`` and ``keys.RECONCILE_OVERLAP_DAYS``, the horizon beyond which
+    reconcile records nothing), and webhook re-sends (``keys.WEBHOOK_RESEND_DAYS``) for all;
+    plus ``keys.DEDUP_MARGIN_DAYS``."""
     cls = provider_class(provider)
     days = keys.WEBHOOK_RESEND_DAYS
     if cls.inbound_retention_days is not None:
         days = max(days, float(cls.inbound_retention_days))
     if cls.capabilities.list_inbound:
-        days = max(days, settings.reconcile_lookback_days + 1.0)
+        days = max(days, settings.reconcile_lookback_days + keys.RECONCILE_OVERLAP_DAYS)
     return days + keys.DEDUP_MARGIN_DAYS
 
 

@@ -102,6 +102,7 @@ def save_step(
     owe: tuple[str, ...] = (),
     precondition: Callable[[FaxRecord], bool] | None = None,
     run_started: bool = False,
+    provider_error: str = "",
 ) -> FaxRecord | None:
     """Move the record to ``target`` (None: stay) and update its bookkeeping in one write.
 
@@ -117,7 +118,8 @@ def save_step(
     ``cleanup.PROVIDER_DELETE``), kept in it, and due, until done. ``precondition``: write
     nothing (None) unless it holds for the current record (checked atomically with the write).
     ``run_started``: this write starts a step's run (counted in ``work["interrupted"]`` until
-    any other write says how it ended).
+    any other write says how it ended). ``provider_error``: the account whose provider answered
+    the step with an error (a download, a submit), counted by the same write for the overview.
     """
     moved = False
     delivery_ids: list[str] = []
@@ -178,7 +180,7 @@ def save_step(
         return entries
 
     try:
-        record, _ = runtime.store.update(fax_id, mutate, outbox)
+        record, _ = runtime.store.update(fax_id, mutate, outbox, provider_error=provider_error)
     except IllegalTransition as exc:
         log.info("%s", exc)
         return None

@@ -57,6 +57,14 @@ few numbers, never the records)::
         Records created on UTC day number {day} (epoch days, from the id): "{direction}:
         {state}" -> how many are in that state now; "{account}:finished" and
         "{account}:failed" and "reason:{reason}" -> finals and failures among them.
+    fr:hour:{hour}           hash    EX HOUR_STATS_TTL (8 days)
+        What happened in UTC hour {hour} (epoch hours), for the overview's charts of the last
+        24 hours and 7 days: "{direction}:{state}" -> records that reached that final state
+        in the hour; "lat:{i}" -> inbound records archived in the hour whose time from receipt
+        to archive fell in bucket i of ARCHIVE_LATENCY_BOUNDS (a fixed histogram, from which
+        the overview reads p50 and p99); "err:{account}" -> downloads and submits the account's
+        provider answered with an error. Bounded: one field per final state, bucket and
+        account, and at most 8 * 24 hashes.
 
 Dedup and idempotency keys, ``fr:key:{scope}:{key}`` -> JSON ``{"id", "fingerprint"}`` naming
 a record (``dedup_ref``). The script that creates a record writes its key in the same step, so
@@ -68,8 +76,9 @@ that two deliveries of one event make one record::
         When the record is filed the key gets an expiry: the later of the record's removal
         (final + retention) and receipt + the provider's dedup window
         (``retention.dedup_window_days``: PrimeVox's 30-day expiry; for UCX and voip.ms the
-        reconcile look-back plus its day of overlap; at least ``WEBHOOK_RESEND_DAYS``; plus
-        ``DEDUP_MARGIN_DAYS``), so a fax a provider can still announce stays a duplicate.
+        reconcile look-back plus ``RECONCILE_OVERLAP_DAYS``, beyond which reconcile records
+        nothing; at least ``WEBHOOK_RESEND_DAYS``; plus ``DEDUP_MARGIN_DAYS``), so a fax a
+        provider can still announce stays a duplicate.
     fr:key:idem:{account}:{Idempotency-Key}
                              EX idempotency_ttl (default 48 h; the setting cannot go below 24 h)
         A send's Idempotency-Key (DESIGN promises at least 24 h).
@@ -113,6 +122,13 @@ Everything else::
         given up is kept for inspection until it expires.
     fr:deliveries:due        zset    no TTL
         Delivery id -> when to try next. An id leaves it when delivered, given up or gone.
+    fr:submits:{account}:{to}  zset  EX SUBMITS_TTL (1 day); members older than it trimmed
+        Sends whose submit to number {to} through the account started, fax id -> when. A lost
+        submit's look-up reads it: where the provider lists nothing the sender chose (UCX),
+        another send to the same number in the same window that owns no job yet could own
+        any unowned job listed, so no job is taken then (``outbound.submit``). A send leaves
+        it once submitted (it can be no rival then); the rest (refused, lost) within the day.
+        Bounded by the submits in flight to one number, plus a day of those never answered.
     fr:reconciled:{account}  string  no TTL
         When the last reconcile of an account's list API started (ISO 8601). One per configured
         account; losing it only makes the next reconcile look further back.
@@ -123,11 +139,34 @@ Everything else::
         A barrier written just before ``WAIT`` when an acknowledgement must be on the replicas
         (``worker.store.replicas``, FAXRELAY_REDIS_MIN_REPLICAS); one key, overwritten each time.
 
+The acceptor of queue-driven sends (``worker.acceptor``): a message of the public ``celery``
+queue is always in one of Redis's lists or in ``fr:accept:later``, each move one command or script::
+
+    fr:accept:{node}:taking  list    no TTL; at most one message
+        The message acceptor node {node} is handling, moved here from the queue in one step
+        (BLMOVE), so that a crash never loses it; removed once its result is stored. The node
+        handles it again when it restarts; another node moves it back onto the queue once the
+        node's heartbeat has lapsed (``ACCEPT_TAKE_OVER``).
+    fr:accept:{node}:alive   string  EX ACCEPT_ALIVE_TTL (10 s), renewed every few seconds
+        The node's heartbeat: "{host}:{pid}:{token}" of the process running it.
+    fr:accept:nodes          zset    no TTL
+        Node -> its last heartbeat (epoch seconds), so that a live node finds dead nodes'
+        lists without a scan. One member per running node; a dead one's leaves when its list
+        is taken over.
+    fr:accept:later          zset    no TTL
+        Messages waiting to be tried again (S3, Redis or the document URL was down) or for
+        their ETA, the message -> when it is due; moved back onto the queue when due, and there
+        in one script. Bounded by the queue-driven sends of an outage: each leaves within
+        ``retry.QUEUED_SEND``'s attempts (about an hour), then fails with a stored reason.
+
 Not faxrelay's, so not built here:
 
 - Celery's keys, named by kombu: one list per queue, named as in ``config.queues`` (the web app
   also LPUSHes wake-ups there itself), and ``unacked``, ``unacked_index``, ``unacked_mutex``,
-  ``_kombu.binding.{queue}``. A message is only a wake-up; the records above are the truth.
+  ``_kombu.binding.{queue}``. A message is only a wake-up; the records above are the truth
+  (except on the public ``celery`` queue, whose messages the acceptor keeps as listed above).
+- Celery's results of ``faxrelay.send_fax`` only, ``celery-task-meta-{task id}``: EX
+  ``result_expires`` (24 h, ``config.celery_app``), written through the app's result backend.
 - Event counters and histograms are prometheus_client's, in process or in its multiprocess
   files (``worker.metrics``); the gauges come from ``fr:stats`` above.
 """
@@ -158,6 +197,13 @@ STATS = f"{PREFIX}stats"
 LAST_OK = f"{PREFIX}last-ok"
 DAY_STATS_PREFIX = f"{PREFIX}day:"
 DAY_STATS_TTL = 3 * 86400
+HOUR_STATS_PREFIX = f"{PREFIX}hour:"
+HOUR_STATS_TTL = 8 * 86400  # the 7-day chart, plus the hours of the day it starts in
+# Upper bounds (seconds) of the receipt-to-archive buckets of fr:hour:{hour}: bucket i holds the
+# times up to bound i (and above bound i - 1); one more bucket holds the times above the last.
+ARCHIVE_LATENCY_BOUNDS = (
+    1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 259200,
+)  # fmt: skip
 
 
 def fax_key(fax_id: str) -> str:
@@ -185,6 +231,11 @@ def day_stats_key(day: int) -> str:
     return f"{DAY_STATS_PREFIX}{day}"
 
 
+def hour_stats_key(hour: int) -> str:
+    """The counters of UTC hour ``hour`` (hours since the epoch)."""
+    return f"{HOUR_STATS_PREFIX}{hour}"
+
+
 def stats_field(direction: str, state: str) -> str:
     return f"{direction}:{state}"
 
@@ -196,6 +247,10 @@ JOB_TTL = 30 * 86400
 # days from receipt for any provider (webhook re-sends), plus a margin for clocks and time zones.
 WEBHOOK_RESEND_DAYS = 7.0
 DEDUP_MARGIN_DAYS = 1.0
+# Reconcile (UCX, voip.ms) looks this far beyond ``reconcile_lookback_days`` (a day of overlap
+# with its previous run), and records no listed fax received before that: the dedup window of a
+# listing provider covers exactly this, whatever slack the provider's own listing has.
+RECONCILE_OVERLAP_DAYS = 1.0
 
 
 def dedup_key(scope: str, key: str) -> str:
@@ -238,6 +293,13 @@ REFUSAL_WINDOW_TTL = 120
 REFUSAL_ADDRESS_SLOTS = 4096
 
 
+SUBMITS_TTL = 86400
+
+
+def submits_key(account: str, to: str) -> str:
+    return f"{PREFIX}submits:{account}:{to}"
+
+
 def pending_status_key(account: str, job_id: str) -> str:
     return f"{PREFIX}pending-status:{account}:{job_id}"
 
@@ -276,3 +338,18 @@ REPLICATION_BARRIER_TTL_MS = 60_000
 
 def backfill_key(job_id: str) -> str:
     return f"{PREFIX}backfill:{job_id}"
+
+
+# --- the acceptor of queue-driven sends (worker.acceptor) --------------------------------------
+ACCEPT_PREFIX = f"{PREFIX}accept:"
+ACCEPT_NODES = f"{ACCEPT_PREFIX}nodes"
+ACCEPT_LATER = f"{ACCEPT_PREFIX}later"
+ACCEPT_ALIVE_TTL = 10  # seconds; the node renews it every ACCEPT_ALIVE_TTL / 4
+
+
+def accept_taking_key(node: str) -> str:
+    return f"{ACCEPT_PREFIX}{node}:taking"
+
+
+def accept_alive_key(node: str) -> str:
+    return f"{ACCEPT_PREFIX}{node}:alive"

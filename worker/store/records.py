@@ -197,10 +197,11 @@ def _upper(cursor: str | None) -> str:
 
 
 def _save_args(
-    record: FaxRecord, old_state: State, outbox: Sequence[SideLog] = ()
+    record: FaxRecord, old_state: State, outbox: Sequence[SideLog] = (), provider_error: str = ""
 ) -> list[str | int | bytes]:
     """The SAVE script's arguments: compare-and-set against the version the change started from,
-    and the outbox entries written with it."""
+    the account whose provider error it records (the hourly counters), and the outbox entries
+    written with it."""
     args: list[str | int | bytes] = [
         record.id,
         record.version - 1,
@@ -208,6 +209,7 @@ def _save_args(
         str(old_state),
         str(record.state),
         _due_arg(record),
+        provider_error,
     ]
     for entry in outbox:
         args.extend(entry.args())
@@ -310,18 +312,24 @@ class FaxStore:
         return self.find(json.loads(ref)["id"]) if ref else None
 
     def update(
-        self, fax_id: str, mutate: Callable[[FaxRecord], T], outbox: Outbox | None = None
+        self,
+        fax_id: str,
+        mutate: Callable[[FaxRecord], T],
+        outbox: Outbox | None = None,
+        *,
+        provider_error: str = "",
     ) -> tuple[FaxRecord, T]:
         """Apply ``mutate`` to the current record and save it, re-applying on a concurrent write.
 
         ``mutate`` may raise (e.g. NoChange, IllegalTransition) to abandon the update.
         ``outbox``: the entries (event deliveries) to write in the same script as the record,
-        made from the changed record (so again on each re-application).
+        made from the changed record (so again on each re-application). ``provider_error``: the
+        account whose provider answered the step with an error, counted by the same write.
         """
         for _ in range(MAX_CAS_ATTEMPTS):
             record, old_state, result = _mutated(self.redis.get(fax_key(fax_id)), fax_id, mutate)
             entries = outbox(record) if outbox is not None else ()
-            saved = self._save(args=_save_args(record, old_state, entries))
+            saved = self._save(args=_save_args(record, old_state, entries, provider_error))
             if saved == 1:
                 return record, result
             if saved == -1:

@@ -21,6 +21,7 @@ _NAMES: dict[str, object] = {
     "ix_acct": keys.INDEX_ACCOUNT_PREFIX,
     "ix_state": keys.INDEX_STATE_PREFIX,
     "due": keys.DUE,
+    "lease": keys.LEASE_PREFIX,
     "final": keys.FINAL,
     "unfiled": keys.UNFILED,
     "upgrade": keys.FINAL_UPGRADE,
@@ -28,6 +29,9 @@ _NAMES: dict[str, object] = {
     "last_ok": keys.LAST_OK,
     "day": keys.DAY_STATS_PREFIX,
     "day_ttl": keys.DAY_STATS_TTL,
+    "hour": keys.HOUR_STATS_PREFIX,
+    "hour_ttl": keys.HOUR_STATS_TTL,
+    "lat_bounds": "{" + ", ".join(str(b) for b in keys.ARCHIVE_LATENCY_BOUNDS) + "}",
     "final_states": "{" + ", ".join(f"['{s}'] = true" for s in sorted(FINAL_STATES)) + "}",
     "wh": keys.WEBHOOK_LOG_PREFIX,
     "wh_ix": keys.WEBHOOK_LOG_INDEX,
@@ -50,6 +54,8 @@ def _names(text: str) -> str:
 #   finished(id, account, state, json): it became final (day counters; a failure's reason).
 #   succeeded(account, state): a step the provider completed (``keys.LAST_OK``).
 #   unfiled(id): it is final, and its final JSON must be (re)filed in S3 before it may leave.
+#   hourly(field): one more in this hour's counters (``keys.hour_stats_key``: the charts).
+#   hour_final(id, direction, state): it became final now (and, archived, how long it took).
 _COUNTERS = _names("""
 local FINAL = $final_states
 local function now_day()
@@ -81,6 +87,26 @@ local function finished(id, account, state, json)
     if type(reason) ~= 'string' or reason == '' then reason = '(none)' end
     redis.call('HINCRBY', day, 'reason:' .. reason, 1)
   end
+end
+local function hourly(field)
+  local key = '$hour' .. math.floor(tonumber(redis.call('TIME')[1]) / 3600)
+  if redis.call('HINCRBY', key, field, 1) == 1 then
+    redis.call('EXPIRE', key, $hour_ttl)  -- a field's first count: the hash may be new
+  end
+end
+local LATENCY_BOUNDS = $lat_bounds
+local function hour_final(id, direction, state)
+  hourly(direction .. ':' .. state)
+  if state ~= 'archived' then return end
+  local ms = tonumber(string.sub(id, 4, 14), 16)  -- receipt, from the id (see day_of)
+  if not ms then return end
+  local now = redis.call('TIME')
+  local took = tonumber(now[1]) + tonumber(now[2]) / 1000000 - ms / 1000
+  local bucket = #LATENCY_BOUNDS
+  for i, bound in ipairs(LATENCY_BOUNDS) do
+    if took <= bound then bucket = i - 1; break end
+  end
+  hourly('lat:' .. bucket)
 end
 local OK = {archived = true, submitted = true, sending = true, delivered = true, accepted = true}
 local function succeeded(account, state)
@@ -196,6 +222,7 @@ if ARGV[10] ~= '' then redis.call('LPUSH', ARGV[10], ARGV[11]) end
 count(ARGV[1], ARGV[3], ARGV[5], 1, true)
 if FINAL[ARGV[5]] then
   finished(ARGV[1], ARGV[4], ARGV[5], ARGV[2])
+  hour_final(ARGV[1], ARGV[3], ARGV[5])
   unfiled(ARGV[1])
 end
 log(nil, nil)
@@ -204,6 +231,8 @@ return {1, ARGV[1], ARGV[9]}
 
 # Compare-and-set on the record's version: 1 saved, 0 someone else wrote first, -1 no record.
 # ARGV: 1 id, 2 expected version, 3 new json, 4 old state, 5 new state, 6 due ('' = none),
+#       7 the account whose provider answered this step with an error ('' = none: counted in
+#       this hour's "err:{account}"),
 #       then any number of outbox entries, six arguments each: key, json, ttl seconds, sorted
 #       set, score, member. The events a move emits (their deliveries) are written by the same
 #       script as the move (DESIGN.md principle 8), so a crash between them cannot lose one.
@@ -223,8 +252,10 @@ if ARGV[4] ~= ARGV[5] then
   succeeded(old['account'], ARGV[5])
   if FINAL[ARGV[5]] and not FINAL[ARGV[4]] then
     finished(ARGV[1], old['account'], ARGV[5], ARGV[3])
+    hour_final(ARGV[1], old['direction'], ARGV[5])
   end
 end
+if ARGV[7] ~= '' then hourly('err:' .. ARGV[7]) end
 -- A final record is filed in S3 before it may leave Redis; saved again, it is filed again.
 if FINAL[ARGV[5]] then unfiled(ARGV[1]) end
 if ARGV[6] == '' then
@@ -232,7 +263,7 @@ if ARGV[6] == '' then
 else
   redis.call('ZADD', '$due', ARGV[6], ARGV[1])
 end
-for i = 7, #ARGV - 5, 6 do
+for i = 8, #ARGV - 5, 6 do
   redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ARGV[i + 2])
   redis.call('ZADD', ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
 end
@@ -240,13 +271,22 @@ return 1
 """)
 
 # ARGV: 1 now, 2 limit, 3 grace. Takes due ids and pushes their due time out by ``grace`` so the
-# next sweep does not wake them again while the woken task is on its way.
+# next sweep does not wake them again while the woken task is on its way. A record whose lease a
+# worker holds is not woken (that worker is on it) but looked at again when the lease would lapse:
+# a worker that dies is replaced within a sweep of its lease lapsing, not a grace later.
 CLAIM_DUE = _lua("""
 local ids = redis.call('ZRANGEBYSCORE', '$due', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local woken = {}
 for _, id in ipairs(ids) do
-  redis.call('ZADD', '$due', tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
+  local held = redis.call('PTTL', '$lease' .. id)
+  if held > 0 then
+    redis.call('ZADD', '$due', tonumber(ARGV[1]) + held / 1000 + 0.5, id)
+  else
+    redis.call('ZADD', '$due', tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
+    woken[#woken + 1] = id
+  end
 end
-return ids
+return woken
 """)
 
 # KEYS: 1 the lease. ARGV: 1 the holder's token. Deletes the lease only if it is still ours.

@@ -126,7 +126,11 @@ def accept_send(runtime: Runtime, req: SendRequest) -> Accepted:
         idempotency_key=req.idempotency_key,
     )
     stored = runtime.archive.put_file(
-        runtime.archive.key_for("outbound", record), io.BytesIO(data), sha256=sha, size=len(data)
+        runtime.archive.key_for("outbound", record),
+        io.BytesIO(data),
+        sha256=sha,
+        size=len(data),
+        fresh=True,  # the new record's id names it
     )
     record.document_key = stored.key
     record.due_at = time.time() + settings.wake_grace

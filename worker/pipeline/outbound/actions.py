@@ -21,11 +21,15 @@ from worker.runtime import Runtime
 from worker.store.records import RecordNotFound
 
 
+def _retired(runtime: Runtime, fax_id: str) -> FaxRecord:
+    """A fax no longer in Redis: its archived copy (``RecordNotFound`` when there is none).
+    Only final records leave Redis, so an action on one is refused as on any final record."""
+    return runtime.store.get(fax_id)
+
+
 def cancel_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
     """Cancel if still possible; SendError(409) says why not."""
-    record = runtime.store.find(fax_id)
-    if record is None:
-        raise RecordNotFound(fax_id)
+    record = runtime.store.find(fax_id) or _retired(runtime, fax_id)
     if record.direction != Direction.OUTBOUND:
         raise SendError(409, "not_cancellable", "only outbound faxes can be cancelled")
     if record.final:
@@ -92,6 +96,10 @@ def retry_fax(runtime: Runtime, fax_id: str) -> FaxRecord:
         )
         record.due_at = time.time()
 
-    record, _ = runtime.store.update(fax_id, mutate)
+    try:
+        record, _ = runtime.store.update(fax_id, mutate)
+    except RecordNotFound:
+        mutate(_retired(runtime, fax_id))  # final: refused as such (or not found at all)
+        raise
     runtime.wake(record)
     return record

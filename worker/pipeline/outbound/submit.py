@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
+from config import tracing
 from worker import metrics
 from worker.domain import Direction, FaxRecord, State
 from worker.logctx import bind_fax
@@ -68,10 +69,19 @@ def needs_submit(record: FaxRecord) -> bool:
     return record.state in (State.QUEUED, State.UNKNOWN) or bool(record.work.get("resubmit"))
 
 
-def fail_fax(runtime: Runtime, fax_id: str, reason: str, detail: str) -> None:
-    """Fail the send with ``reason``; ``fax.failed`` goes with the write that failed it (once)."""
+def fail_fax(
+    runtime: Runtime, fax_id: str, reason: str, detail: str, provider_error: str = ""
+) -> None:
+    """Fail the send with ``reason``; ``fax.failed`` goes with the write that failed it (once).
+    ``provider_error``: the account whose provider's error failed it (the hourly counts)."""
     record = save_step(
-        runtime, fax_id, State.FAILED, reason=reason, detail=detail, events=("fax.failed",)
+        runtime,
+        fax_id,
+        State.FAILED,
+        reason=reason,
+        detail=detail,
+        events=("fax.failed",),
+        provider_error=provider_error,
     )
     if record is not None and record.state == State.FAILED:
         log.warning("fax %s failed: %s (%s)", fax_id, reason, detail)
@@ -111,6 +121,7 @@ def submit_step(runtime: Runtime, fax_id: str) -> NewJob | None:
         return _resolve_lost_submit(runtime, record, float(started))
     lease_due = time.time() + runtime.settings.lease_seconds
     attempt = record.attempts.get("submit", 0) + 1
+    _register_submit(runtime, account_name, record)
     epoch = replicas.epoch_sync(runtime.store.redis, runtime.settings)  # for _start_replicated
     starting = save_step(
         runtime,
@@ -128,7 +139,12 @@ def submit_step(runtime: Runtime, fax_id: str) -> NewJob | None:
     if not _start_replicated(runtime, fax_id, epoch):
         return None
     try:
-        with _document(runtime, starting) as document:
+        with (
+            _document(runtime, starting) as document,
+            tracing.span(
+                "provider submit", {"faxrelay.fax_id": fax_id, "faxrelay.account": account_name}
+            ),
+        ):
             result = provider.submit(document, record.to_number)
     except (OutcomeUnknownError, SoftTimeLimitExceeded) as exc:
         # The request may have left (a lost answer; a submit stopped at its time limit).
@@ -140,7 +156,7 @@ def submit_step(runtime: Runtime, fax_id: str) -> NewJob | None:
         fail_fax(runtime, fax_id, "bad_destination", str(exc))
         return None
     except ProviderError as exc:
-        _submit_failed(runtime, fax_id, attempt, exc)
+        _submit_failed(runtime, fax_id, attempt, exc, account_name)
         return None
     return _submitted(runtime, fax_id, account_name, result.job_id, result.raw)
 
@@ -187,8 +203,11 @@ def _document(runtime: Runtime, record: FaxRecord) -> Iterator[OutgoingDocument]
         )
 
 
-def _submit_failed(runtime: Runtime, fax_id: str, attempt: int, exc: ProviderError) -> None:
-    """The provider refused the submit (nothing was taken): retry by ``SUBMIT``, or fail."""
+def _submit_failed(
+    runtime: Runtime, fax_id: str, attempt: int, exc: ProviderError, account: str
+) -> None:
+    """The provider of ``account`` refused the submit (nothing was taken): retry by ``SUBMIT``,
+    or fail; counted among the account's provider errors either way."""
     retryable = exc.kind in SUBMIT.retry_on
     if retryable and (SUBMIT.max_attempts is None or attempt < SUBMIT.max_attempts):
         metrics.retry("submit", str(exc.kind))
@@ -201,10 +220,11 @@ def _submit_failed(runtime: Runtime, fax_id: str, attempt: int, exc: ProviderErr
             due_at=time.time() + delay,
             work={"not_before": time.time() + delay},
             drop_work=("submit_started",),  # the provider refused it: nothing was taken
+            provider_error=account,
         )
         return
     reason = SUBMIT.on_exhausted if retryable else "provider_error"
-    fail_fax(runtime, fax_id, reason, str(exc))
+    fail_fax(runtime, fax_id, reason, str(exc), provider_error=account)
 
 
 def _first_poll(runtime: Runtime, fax_id: str) -> float:
@@ -268,6 +288,9 @@ def _submitted(
     )
     if record is None:
         return None
+    # Submitted: never another lost submit's rival again (``_rivals``). Its entry goes now, so
+    # the set holds the submits in flight, not a day of them (one number may get them all).
+    runtime.store.redis.zrem(keys.submits_key(account_name, record.to_number), fax_id)
     return NewJob(account_name, job_id, now) if tracked else None
 
 
@@ -318,6 +341,19 @@ def _resolve_lost_submit(
             )
             return None
         mine = [c for c in candidates if _owner(runtime, account_name, c.job_id) in ("", record.id)]
+        rivals: list[str] = []
+        if len(mine) == 1 and not (reference and mine[0].job_id == reference):
+            # Matched by number and time only: a rival's job looks the same as this one's.
+            rivals = _rivals(runtime, account_name, record, since.timestamp() - 120)
+            if rivals:
+                detail += (
+                    f"; {provider.name} lists one unowned job to {record.to_number} since then, "
+                    f"but {len(rivals)} other fax(es) to that number ({', '.join(rivals[:3])}) "
+                    "were submitted meanwhile without a job of their own, and the provider lists "
+                    "nothing that tells their jobs apart"
+                )
+                _unknown(runtime, record, detail)
+                return None
         if len(mine) == 1:
             found = mine[0]
             how = "found after its submit's answer was lost"
@@ -342,6 +378,37 @@ def _resolve_lost_submit(
             return None
     _unknown(runtime, record, f"{detail}; {provider.name} cannot confirm whether the fax was taken")
     return None
+
+
+def _register_submit(runtime: Runtime, account: str, record: FaxRecord) -> None:
+    """Note that a submit of ``record`` to its number starts (``keys.submits_key``), before the
+    attempt is recorded: a lost submit's look-up must know every send that could own a job."""
+    key = keys.submits_key(account, record.to_number)
+    now = time.time()
+    pipe = runtime.store.redis.pipeline(transaction=True)
+    pipe.zadd(key, {record.id: now})
+    pipe.zremrangebyscore(key, "-inf", now - keys.SUBMITS_TTL)
+    pipe.expire(key, keys.SUBMITS_TTL)
+    pipe.execute()
+
+
+def _rivals(runtime: Runtime, account: str, record: FaxRecord, since: float) -> list[str]:
+    """Other sends to ``record``'s number whose submit started since ``since`` and that hold no
+    job: their request may have left (its answer lost or not in yet), so any job listed to that
+    number could be theirs."""
+    key = keys.submits_key(account, record.to_number)
+    ids = runtime.store.redis.zrangebyscore(key, since, "+inf")
+    rivals = []
+    for raw in ids:
+        fax_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if fax_id == record.id:
+            continue
+        other = runtime.store.find(fax_id)
+        if other is None or other.provider_ids.get("job_id"):
+            continue
+        if other.work.get("submit_started") or other.work.get("submit_lost"):
+            rivals.append(fax_id)
+    return rivals
 
 
 def _owner(runtime: Runtime, account: str, job_id: str) -> str:
