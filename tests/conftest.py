@@ -10,11 +10,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import redis
 
 from config.embedded import SeaweedPorts, free_port, start_redis, start_seaweed
+from tests.faultproxy import FaultProxy
 from tests.sandbox_server import RunningSandbox, run_sandbox
 from worker.io.archive import Archive, s3_client
 from worker.store.records import FaxStore
@@ -92,3 +94,13 @@ def _no_stray_config(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FAXRELAY_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def s3_gate(s3_server: str) -> Iterator[FaultProxy]:
+    """The S3 server behind a loopback relay a test can take down (``set_down``): an outage."""
+    port = urlparse(s3_server).port
+    assert port is not None
+    proxy = FaultProxy(port)
+    yield proxy
+    proxy.close()

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -41,15 +40,6 @@ from worker.store import keys
 from worker.store.records import FaxStore
 
 NODE = f"acceptor@{socket.gethostname()}"  # tests.workers starts it as acceptor@%h
-
-
-@pytest.fixture(scope="module")
-def s3_gate(s3_server: str) -> Iterator[FaultProxy]:
-    port = urlparse(s3_server).port
-    assert port is not None
-    proxy = FaultProxy(port)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture(scope="module")

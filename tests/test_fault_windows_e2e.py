@@ -12,7 +12,6 @@ import base64
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 from celery import Celery
@@ -21,15 +20,6 @@ from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET
 from tests.faultproxy import FaultProxy
 from tests.system import System, wait_for
-
-
-@pytest.fixture(scope="module")
-def s3_gate(s3_server: str) -> Iterator[FaultProxy]:
-    port = urlparse(s3_server).port
-    assert port is not None
-    proxy = FaultProxy(port)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture(scope="module")
