@@ -387,7 +387,8 @@ class Chaos:
             "events missing",
             f"{_by_kind(report, 'EVENTS MISSING')} of {report.events_owed} owed, "
             f"{report.events_pending} of them still in faxrelay's outbox "
-            f"({self.subscriber.deliveries} deliveries, {self.subscriber.forged} badly signed)",
+            f"({self.subscriber.deliveries} deliveries, {self.subscriber.forged} badly signed, "
+            f"{self.subscriber.cut_off} cut off by a kill)",
         ))  # fmt: skip
         every = [t for t, _ in report.archive_times]
         outside = [t for t, during in report.archive_times if not during]

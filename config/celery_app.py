@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from config import connect, queues, tracing
+from config import broker, connect, queues, tracing
 from config.logging import TASK_ID, configure_logging
 from config.queues import DEFAULT_QUEUE, QUEUES, RECONCILE_ALL, SWEEP, task_routes
 from config.settings import get_settings
@@ -62,6 +62,8 @@ def create_celery() -> Celery:
         # broker_url, result_backend and its transport options: one Redis, or the primary the
         # sentinels name (kombu's sentinel:// transport, Celery's Sentinel backend).
         **connect.celery_urls(settings),
+        # kombu's transport, reconnecting where kombu's own would stop the worker (config/broker.py)
+        broker_transport=broker.SENTINEL if settings.redis_sentinels else broker.REDIS,
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT,
             "unacked_restore_interval": 10,

@@ -20,9 +20,9 @@ from typing import IO
 import httpx
 import redis
 
-# A Celery worker that loses its Redis broker with a task in flight can hit a kombu bug
-# ("Unrecoverable error: AttributeError ... 'hostname'") and then hang instead of exiting;
-# supervisors treat that line as "restart me".
+# A Celery worker that stops on an error it cannot recover from may hang instead of exiting
+# (kombu's own Redis transport did so on a broker reconnect with a task in flight; ours,
+# config/broker.py, reconnects); supervisors treat that line as "restart me".
 CELERY_FATAL = ("Unrecoverable error:",)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import signal
 import socket
 import threading
 import time
@@ -435,7 +436,7 @@ def test_redis_down_answers_503_and_loses_nothing_accepted(system: System, sandb
     assert fire(system, sandbox, refused["id"])["status"] == 503
     system.start_redis()
     assert fire(system, sandbox, refused["id"])["status"] == 200  # the provider's retry
-    # A Celery worker whose broker vanished mid-task may wedge (kombu bug); supervisors restart it.
+    # Should the worker wedge after all (config/embedded.py CELERY_FATAL), a supervisor restarts it.
     wait_for(lambda: system.procs["worker"].wedged or system.worker_consumes(), 20, "worker state")
     system.ensure_worker()
     for fax in (accepted, refused):
@@ -455,6 +456,30 @@ def test_record_accepted_before_a_redis_restart_survives_it(system: System, sand
     system.ensure_worker()
     record = system.wait_state(fax_id, "archived", timeout=90)
     assert record.sha256 == fax["sha256"]
+
+
+def test_a_worker_with_a_download_in_flight_keeps_running_through_a_redis_restart(
+    system: System, sandbox: Any
+) -> None:
+    """kombu's own transport stops a worker whose broker connection drops with a task in flight
+    (``Unrecoverable error: AttributeError … 'hostname'``), dropping everything it was running
+    until the leases lapse; ``config.broker``'s reconnects, and the download finishes."""
+    worker = system.procs["worker"]
+    fatal_before = system.log_tail(10**6).count("Unrecoverable error")
+    held = new_inbound(sandbox, size=200_000)
+    sandbox.control("faults", provider="primevox", operation="download", kind="hang", seconds=4)
+    fire(system, sandbox, held["id"])
+    held_id = fax_id_for(system, "pv", held["id"])
+    wait_for(lambda: sandbox.requests("primevox", "download"), 10, "the download to start")
+    system.procs["redis"].signal(signal.SIGKILL)
+    system.procs.pop("redis").process.wait(10)  # type: ignore[union-attr]
+    system.start_redis()
+    assert system.wait_state(held_id, "archived", timeout=60).sha256 == held["sha256"]
+    after = new_inbound(sandbox)
+    fire(system, sandbox, after["id"])  # taken by the same consumer, reconnected
+    system.wait_state(fax_id_for(system, "pv", after["id"]), "archived", timeout=30)
+    assert system.procs["worker"] is worker and worker.alive() and not worker.wedged
+    assert system.log_tail(10**6).count("Unrecoverable error") == fatal_before
 
 
 def test_webhook_log_cli_lists_shows_and_replays(system: System, sandbox: Any) -> None:
