@@ -97,7 +97,7 @@ def secret_values() -> list[str]:
 def settings_secrets(settings: Settings) -> list[str]:
     """The secrets ``settings`` hold: API and metrics tokens, event and subscriber secrets, and
     the accounts' webhook tokens and provider secrets."""
-    from config.settings import SECRET_FIELDS
+    from config.accounts import SECRET_FIELDS
 
     values = list(settings.api_token_values)
     if settings.event_secret is not None:

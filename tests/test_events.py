@@ -12,7 +12,8 @@ import redis
 import standardwebhooks
 from pydantic import SecretStr
 
-from config.settings import Settings, Subscriber
+from config.accounts import Subscriber
+from config.settings import Settings
 from tests.test_inbound_e2e import Receiver
 from worker import runtime, tasks
 from worker.domain import Direction, FaxRecord, iso, utcnow

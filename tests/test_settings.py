@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from config.settings import PROVIDER_FIELDS, ConfigError, Settings, load_settings
+from config.accounts import PROVIDER_FIELDS
+from config.settings import ConfigError, Settings, load_settings
 
 # One valid account per provider, as the README's configuration example spells them.
 SECRETS = {

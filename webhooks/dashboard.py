@@ -1,8 +1,8 @@
 """The operators' dashboard: server-rendered HTML (Jinja2 templates in ``webhooks/templates``).
 
 Routes: ``/`` overview, ``/faxes`` list with filters and paging, ``/faxes/{id}`` one fax (timeline,
-raw provider fields, archived PDF and a first-page preview), ``POST /faxes/{id}/retry|cancel|replay``,
-``/login`` and ``POST /logout``.
+raw provider fields, archived PDF and a first-page preview, rendered by ``webhooks.preview``),
+``POST /faxes/{id}/retry|cancel|replay``, ``/login`` and ``POST /logout``.
 
 Protection: the API tokens (``FAXRELAY_API_TOKENS``). ``/login`` takes a token, compares it in
 constant time with every configured token, and sets an HttpOnly, SameSite=Strict session cookie
@@ -27,15 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import secrets
-import struct
-import tempfile
-import threading
 import time
-import zlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +48,7 @@ from webhooks import charts, stats
 from webhooks.api import bearer_ok
 from webhooks.bodies import BodyTooLarge, small_form
 from webhooks.intake import Answer
+from webhooks.preview import Previews
 from worker import metrics
 from worker.domain import Direction, FaxRecord, State, parse_iso
 from worker.io.archive import Archive
@@ -64,7 +59,6 @@ from worker.store.records import AsyncFaxStore, RecordNotFound
 
 COOKIE = "faxrelay_session"
 SESSION_SECONDS = 12 * 3600
-PREVIEW_DPI = 100
 PRESIGN_SECONDS = 300
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -139,8 +133,7 @@ class Dashboard:
             key = hashlib.sha256(b"faxrelay-dashboard-key\0" + joined.encode()).digest()
         self._key = key
         self._signer = URLSafeTimedSerializer(key, salt="faxrelay-dashboard-session")
-        self._previews: OrderedDict[str, bytes] = OrderedDict()
-        self._previews_lock = threading.Lock()
+        self.previews = Previews(archive)
 
     def routes(self) -> list[Route]:
         return [
@@ -425,40 +418,15 @@ class Dashboard:
         key = self._preview_key(record)
         if key is None:
             return self._plain(404, "this fax has no PDF to preview")
-        cache_key = f"{key}:{record.sha256}"
-        with self._previews_lock:
-            png = self._previews.get(cache_key)
+        png = self.previews.cached(key, record.sha256)
         if png is None:
             try:
-                png = await anyio.to_thread.run_sync(self._render_first_page, key)
+                png = await anyio.to_thread.run_sync(self.previews.render, key, record.sha256)
             except Exception as exc:  # a PDF pdfium cannot read: say so, do not fail the page
                 return self._plain(422, f"cannot render a preview: {exc}")
-            with self._previews_lock:
-                self._previews[cache_key] = png
-                while len(self._previews) > 64:
-                    self._previews.popitem(last=False)
         return Response(
             png, media_type="image/png", headers={"cache-control": "private, max-age=3600"}
         )
-
-    def _render_first_page(self, key: str) -> bytes:
-        import pypdfium2
-
-        with tempfile.NamedTemporaryFile(prefix="faxrelay-preview-", suffix=".pdf") as spool:
-            self.archive.download_to(key, spool)
-            spool.flush()
-            document = pypdfium2.PdfDocument(spool.name)
-            try:
-                page = document[0]
-                bitmap = page.render(scale=PREVIEW_DPI / 72, grayscale=True)
-                width, height, stride = bitmap.width, bitmap.height, bitmap.stride
-                data = bytes(bitmap.buffer)
-                channels = bitmap.n_channels
-                bitmap.close()
-                page.close()
-            finally:
-                document.close()
-        return png_bytes(data, width, height, stride, channels)
 
     # --- actions ---------------------------------------------------------------------------------------
     def _back(self, fax_id: str, **message: str) -> Response:
@@ -571,34 +539,3 @@ def _synthetic_request(
         return {"type": "http.request", "body": body, "more_body": False}
 
     return Request(scope, receive)
-
-
-def png_bytes(data: bytes, width: int, height: int, stride: int, channels: int) -> bytes:
-    """A PNG of a pdfium bitmap: 8-bit grey (1 channel) or BGR(A) (3, 4 channels)."""
-    rows = io.BytesIO()
-    for y in range(height):
-        row = data[y * stride : y * stride + width * channels]
-        if channels >= 3:  # pdfium's BGR(A) → RGB
-            pixels = bytearray(width * 3)
-            pixels[0::3] = row[2::channels]
-            pixels[1::3] = row[1::channels]
-            pixels[2::3] = row[0::channels]
-            row = bytes(pixels)
-        rows.write(b"\x00" + row)
-    color_type = 0 if channels == 1 else 2
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload))
-            + kind
-            + payload
-            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.getvalue(), 6))
-        + chunk(b"IEND", b"")
-    )

@@ -32,8 +32,9 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from config import tracing
+from config.accounts import Account
 from config.queues import HANDLE_INBOUND, POLL_FAX, RECONCILE_ACCOUNT
-from config.settings import Account, Settings
+from config.settings import Settings
 from worker import metrics
 from worker.domain import FaxRecord
 from worker.fastpath.forms import query_value

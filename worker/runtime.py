@@ -12,7 +12,8 @@ from typing import Any, TypeVar, cast
 import httpx
 
 from config import queues, tracing
-from config.settings import Account, Settings, get_settings
+from config.accounts import Account
+from config.settings import Settings, get_settings
 from worker.domain import Direction, FaxRecord, State
 from worker.io.archive import Archive
 from worker.io.fetch import guarded_client

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from config.settings import Account
+from config.accounts import Account
 from sandbox import callerip as sandbox_callerip
 from sandbox.pdf import make_pdf
 from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT

@@ -11,7 +11,8 @@ import socket
 import httpx
 import pytest
 
-from config.settings import PROVIDER_FIELDS, Account, Settings
+from config.accounts import PROVIDER_FIELDS, Account
+from config.settings import Settings
 from sandbox.pdf import make_pdf
 from worker.io.fetch import GuardedTransport
 from worker.providers import PROVIDER_NAMES, provider_for

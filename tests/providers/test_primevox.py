@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode
 import httpx
 import pytest
 
-from config.settings import Account
+from config.accounts import Account
 from sandbox import primevox as pv_sandbox
 from sandbox.pdf import make_pdf
 from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT

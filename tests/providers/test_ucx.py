@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import Account
+from config.accounts import Account
 from sandbox import ucx as sandbox_ucx
 from sandbox.pdf import make_pdf
 from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import Account
+from config.accounts import Account
 from sandbox import voipms as vsandbox
 from sandbox.core import StoredFax
 from sandbox.pdf import make_pdf

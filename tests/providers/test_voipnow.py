@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import Account
+from config.accounts import Account
 from sandbox import voipnow as sandbox_voipnow
 from sandbox.pdf import make_pdf
 from tests.providers.contract import TIMEOUT as CONTRACT_TIMEOUT

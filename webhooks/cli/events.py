@@ -76,7 +76,7 @@ def events_verify(
     """Check an event's Standard Webhooks signature: prints ok, or why not (exit 1)."""
     import hmac
 
-    from config.settings import webhook_secret_key
+    from config.accounts import webhook_secret_key
     from worker.pipeline.events import sign
 
     if request_file is not None:

@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import redis
 
-from config.settings import EVENT_TYPES as EVENT_TYPES
-from config.settings import Settings, Subscriber, webhook_secret_key
+from config.accounts import EVENT_TYPES as EVENT_TYPES
+from config.accounts import Subscriber, webhook_secret_key
+from config.settings import Settings
 from worker import metrics
 from worker.domain import FaxRecord, iso, utcnow
 from worker.io.fetch import URLRefused, guarded_client

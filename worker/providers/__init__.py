@@ -11,7 +11,7 @@ import importlib
 
 import httpx
 
-from config.settings import Account
+from config.accounts import Account
 from worker.providers.base import Provider
 
 PROVIDER_NAMES = ("primevox", "ucx", "voipnow", "voipms", "callerip")

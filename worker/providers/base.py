@@ -30,7 +30,7 @@ from typing import IO, Any, ClassVar
 
 import httpx
 
-from config.settings import Account
+from config.accounts import Account
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 

@@ -68,7 +68,7 @@ from typing import IO, Any, ClassVar
 
 import httpx
 
-from config.settings import Account
+from config.accounts import Account
 from worker.providers._http import http_error, json_dict, json_object, send, snippet, stream_to
 from worker.providers.base import (
     BadDestinationError,

@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 import httpx
 
-from config.settings import Account
+from config.accounts import Account
 from worker.providers._http import http_error, json_dict, json_object, send, snippet
 from worker.providers.base import (
     BadDestinationError,
