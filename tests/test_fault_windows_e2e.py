@@ -19,7 +19,7 @@ from celery import Celery
 from sandbox.pdf import make_pdf
 from tests.conftest import BUCKET
 from tests.faultproxy import FaultProxy
-from tests.system import System, wait_for
+from tests.system import System, sandbox_fire, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,31 @@ def test_an_s3_outage_is_a_503_over_http_and_a_retry_on_the_queue(
     fax_id = queued.get(timeout=120)
     system.wait_state(fax_id, "delivered", timeout=60)
     assert [s["fields"]["destination"] for s in submits(sandbox)] == ["14695550173"]
+
+
+def test_a_fax_received_while_s3_is_down_is_downloaded_once_and_archived_when_it_is_back(
+    system: System, sandbox: Any, gate: FaultProxy
+) -> None:
+    """Attempts during an outage of faxrelay's own S3 ask S3 before they download again, and
+    back off on their own short schedule: neither the provider nor its backoff pays for it."""
+    gate.set_down(True)
+    fax = dict(sandbox.control("inbound", provider="primevox"))
+    answer = sandbox_fire(
+        sandbox.url, provider="primevox", kind="inbound", url=system.webhook_url("pv"), id=fax["id"]
+    )
+    assert answer["status"] == 200  # Redis has it: S3 is not needed to acknowledge
+    fax_id = answer["headers"]["faxrelay-fax-id"]
+
+    def downloads() -> int:
+        return sum(fax["id"] in str(r) for r in sandbox.requests("primevox", "download"))
+
+    wait_for(lambda: system.record(fax_id).attempts.get("storage", 0) >= 4, 60, "4 attempts")
+    record = system.record(fax_id)
+    assert downloads() == 1  # the first attempt's; the others found S3 still down first
+    assert "download" not in record.attempts  # the provider's backoff has not grown
+    assert record.state == "fetching" and "S3 is unavailable" in record.history[-1]["note"]
+
+    gate.set_down(False)
+    archived = system.wait_state(fax_id, "archived", timeout=60)
+    assert archived.sha256 == fax["sha256"]
+    assert downloads() == 2

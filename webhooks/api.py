@@ -24,8 +24,9 @@ from faxrelay_client.models import ListFaxes, describe
 from webhooks.audit import audit
 from webhooks.bodies import BodyTooLarge, capped
 from worker.domain import FaxRecord
+from worker.outage import storage_down
 from worker.pipeline.outbound import request as send_forms
-from worker.pipeline.outbound.accept import SendError, SendRequest, accept_send, storage_down
+from worker.pipeline.outbound.accept import SendError, SendRequest, accept_send
 from worker.pipeline.outbound.actions import cancel_fax
 from worker.runtime import Runtime
 from worker.store import replicas

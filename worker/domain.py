@@ -175,6 +175,7 @@ class Work(TypedDict, total=False):
     announced: bool  # fax.received was emitted (it is, once, before anything else)
     at_risk_sent: bool  # fax.archive_at_risk was emitted (once)
     last_error: str  # the last download failure, for operators (dashboard, CLI)
+    storage_down: bool  # the last attempt met faxrelay's S3 down: the next asks S3 first
     owed: list[str]  # clean-up owed once final (``pipeline.cleanup``): due until done
     owed_attempts: int  # failed attempts at the owed clean-up (bounded by ``retry.CLEAN_UP``)
     interrupted: int  # step runs in a row that ended without a verdict (killed, time limit)
@@ -206,6 +207,7 @@ WorkKey = Literal[
     "announced",
     "at_risk_sent",
     "last_error",
+    "storage_down",
     "owed",
     "owed_attempts",
     "interrupted",

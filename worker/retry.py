@@ -37,22 +37,36 @@ class RetryRule:
     ``max_attempts``: attempts in all, the first included, before giving up (None: until the
     record's deadline, e.g. an inbound record's ``expires_at``).
     ``on_exhausted``: the reason the record fails with when retries run out.
+    ``counted_apart``: its failures back off by their own count and leave the step's attempt count
+    alone (an outage of faxrelay's own storage says nothing about the provider).
     """
 
     backoff: Backoff
     retry_on: frozenset[ErrorKind]
     max_attempts: int | None
     on_exhausted: str
+    counted_apart: bool = False
 
 
 # Downloading a received fax: keep trying while the provider still has the file. A download
-# that broke off or came short is a transient error; unforeseen errors (S3 down, a bug) follow
-# this rule too.
+# that broke off or came short is a transient error; unforeseen errors (a bug) follow this rule
+# too.
 ARCHIVE = RetryRule(
     backoff=Backoff(first=30.0, cap=3600.0),
     retry_on=frozenset({ErrorKind.TRANSIENT, ErrorKind.AUTH}),
     max_attempts=None,  # bounded by the record's expires_at
     on_exhausted="expired",
+)
+# Archiving a received fax while faxrelay's own S3 is down (``worker.outage``): a short cap, so
+# that faxes resume within a minute of S3's return rather than after the provider backoff that
+# the outage would otherwise have grown; the attempts ask S3 before downloading again, so the
+# provider is not asked for the file once per retry (``pipeline.inbound``).
+ARCHIVE_STORAGE = RetryRule(
+    backoff=Backoff(first=5.0, cap=60.0),
+    retry_on=frozenset({ErrorKind.TRANSIENT}),
+    max_attempts=None,  # bounded by the record's expires_at
+    on_exhausted="expired",
+    counted_apart=True,
 )
 # The file is not found: the provider may be slow to publish it, so a few tries, then give up.
 # A not-found is a permanent error by kind (NotFoundError); the inbound step picks this rule for

@@ -48,6 +48,7 @@ from worker.io.archive import sha256_of
 from worker.io.fetch import URLRefused
 from worker.io.pdfcheck import check_pdf
 from worker.logctx import bind_fax, fax_context
+from worker.outage import storage_down
 from worker.pipeline import cleanup
 from worker.pipeline.steps import leased, save_step
 from worker.providers import provider_class
@@ -58,12 +59,14 @@ from worker.providers.base import (
     ProviderError,
     is_content_id_of,
 )
-from worker.retry import ARCHIVE, ARCHIVE_NOT_FOUND, INTERRUPTED, RetryRule
+from worker.retry import ARCHIVE, ARCHIVE_NOT_FOUND, ARCHIVE_STORAGE, INTERRUPTED, RetryRule
 from worker.runtime import INBOUND_TASK, Runtime
 from worker.store import keys
 from worker.store.records import Created, dedup_key, dedup_ref
 
 log = logging.getLogger(__name__)
+
+STORAGE = "storage"  # the attempt counter of ARCHIVE_STORAGE (faxrelay's S3 was down)
 
 
 def inbound_dedup(account: str, provider_fax_id: str) -> tuple[str, str]:
@@ -185,12 +188,19 @@ def _retry(
     """Schedule another attempt ``rule.backoff`` from now (before the provider's copy expires),
     or fail when the copy has expired or the rule's attempts at ``kind`` have run out.
 
-    ``kind`` names the attempt counter (an ErrorKind value, ``not_found`` or ``unexpected``).
+    ``kind`` names the attempt counter (an ErrorKind value, ``not_found``, ``unexpected`` or
+    ``STORAGE``).
     ``provider_error``: the provider answered the download with an error (the hourly counts).
     """
     erred = record.account if provider_error else ""
-    attempts = record.attempts.get("download", 0) + 1
     attempts_of_kind = record.attempts.get(kind, 0) + 1
+    # The download attempts set the provider's backoff; a rule counted apart backs off by its own.
+    attempts = record.attempts.get("download", 0) + (0 if rule.counted_apart else 1)
+    counts = (
+        {kind: attempts_of_kind}
+        if rule.counted_apart
+        else {"download": attempts, kind: attempts_of_kind}
+    )
     now = time.time()
     expires = parse_iso(record.expires_at)
     if expires is not None and now >= expires.timestamp():
@@ -205,7 +215,8 @@ def _retry(
     if rule.max_attempts is not None and attempts_of_kind >= rule.max_attempts:
         _fail(runtime, record.id, rule.on_exhausted, detail, provider_error=erred)
         return
-    delay = rule.backoff.delay(attempts) * runtime.settings.retry_scale
+    delay = rule.backoff.delay(attempts_of_kind if rule.counted_apart else attempts)
+    delay *= runtime.settings.retry_scale
     due = now + delay
     if expires is not None:
         due = min(due, max(now, expires.timestamp() - 60))  # one last try before it goes
@@ -215,7 +226,8 @@ def _retry(
         and not record.work.get("at_risk_sent")
     )
 
-    work: Work = {"last_error": detail, "not_before": due}  # earlier wake-ups: ignored
+    # earlier wake-ups: ignored; after S3 was down the next attempt asks it before downloading
+    work: Work = {"last_error": detail, "not_before": due, "storage_down": kind == STORAGE}
     if at_risk:
         work["at_risk_sent"] = True
     updated = save_step(
@@ -225,7 +237,7 @@ def _retry(
         note=f"retry: {detail}",
         due_at=due,
         work=work,
-        attempts={"download": attempts, kind: attempts_of_kind},
+        attempts=counts,
         live_only=True,  # another worker archived it meanwhile: nothing to retry
         events=("fax.archive_at_risk",) if at_risk else (),
         provider_error=erred,
@@ -233,13 +245,12 @@ def _retry(
     if updated is None:
         return
     metrics.retry("download", kind)
-    log.info(
-        "fax %s: download attempt %d failed (%s); next in %.0f s",
-        record.id,
-        attempts,
-        detail,
-        delay,
+    what = (
+        f"{kind} attempt {attempts_of_kind}"
+        if rule.counted_apart
+        else f"download attempt {attempts}"
     )
+    log.info("fax %s: %s failed (%s); next in %.0f s", record.id, what, detail, delay)
 
 
 def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
@@ -302,13 +313,20 @@ def _archive(runtime: Runtime, fax_id: str) -> None:
         _retry(
             runtime, fetching, INTERRUPTED, "time_limit", "the archive step ran over its time limit"
         )
-    except Exception as exc:  # unforeseen (S3 down, a bug): retried until the copy expires
+    except Exception as exc:  # S3 down, or unforeseen (a bug): retried until the copy expires
+        detail = f"{type(exc).__name__}: {exc}"
+        if storage_down(exc) == "S3":
+            log.warning("fax %s: S3 is unavailable: %s", fax_id, detail)
+            _retry(runtime, fetching, ARCHIVE_STORAGE, STORAGE, f"S3 is unavailable: {detail}")
+            return
         log.exception("fax %s: archiving failed", fax_id)
-        _retry(runtime, fetching, ARCHIVE, "unexpected", f"{type(exc).__name__}: {exc}")
+        _retry(runtime, fetching, ARCHIVE, "unexpected", detail)
 
 
 def _fetch_and_archive(runtime: Runtime, record: FaxRecord) -> None:
     fax_id = record.id
+    if record.work.get("storage_down"):
+        runtime.archive.ping()  # still down: raises, and this attempt downloads nothing
     with tempfile.NamedTemporaryFile(prefix="faxrelay-") as spool:
         try:
             _download(runtime, record, spool)

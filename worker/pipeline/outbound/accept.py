@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import redis
-from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.domain import Direction, FaxRecord
 from worker.io.fetch import URLRefused, guarded_client, host_of, normalise_hosts
 from worker.io.pdfcheck import check_pdf
+from worker.outage import storage_down
 from worker.providers import provider_class
 from worker.providers.base import BadDestinationError
 from worker.runtime import SUBMIT_TASK, Runtime
@@ -43,31 +42,6 @@ class SendError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.transient = transient
-
-
-# S3 answers that mean "not now" rather than "no": its own outages and throttling.
-_S3_TRANSIENT_CODES = frozenset(
-    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
-)
-
-
-def storage_down(exc: BaseException) -> str:
-    """Which of faxrelay's own stores ``exc`` says is unreachable ("S3", "Redis"), or "".
-
-    Used to answer 503 (``POST /v1/faxes``) and to retry a queued send, instead of a 500 or a
-    failed task: an outage is not the caller's mistake."""
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return "Redis"  # BusyLoadingError (a restart replaying its AOF) is a ConnectionError
-    if isinstance(exc, redis.exceptions.ReadOnlyError):
-        return "Redis"  # a replica during a failover
-    if isinstance(exc, BotoCoreError):
-        return "S3"  # EndpointConnectionError, timeouts, a connection closed mid-answer
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if status >= 500 or str(error.get("Code", "")) in _S3_TRANSIENT_CODES:
-            return "S3"
-    return ""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from worker.outage import storage_down
 from worker.pipeline.outbound import accept
 from worker.pipeline.outbound import request as outbound_request
 from worker.retry import QUEUED_SEND, RetryRule
@@ -83,7 +84,7 @@ def send_queued(
             raise SendRefused(f"{exc.status} {exc.code}: {exc.message}") from None
         raise SendDeferred(str(exc)) from exc
     except Exception as exc:
-        if not (down := accept.storage_down(exc)):
+        if not (down := storage_down(exc)):
             raise
         raise SendDeferred(f"{down} is unavailable: {type(exc).__name__}: {exc}") from exc
     return accepted.record.id
