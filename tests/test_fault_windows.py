@@ -38,11 +38,12 @@ from tests.conftest import BUCKET
 from tests.faultproxy import fault_proxy
 from tests.sandbox_server import RunningSandbox
 from tests.system import SUBSCRIBER_SECRET, wait_for
-from worker.domain import Direction, FaxRecord
+from worker.domain import Direction, FaxRecord, parse_iso, utcnow
 from worker.pipeline import inbound, sweeper
 from worker.pipeline.outbound import accept, actions, follow
+from worker.pipeline.retention import dedup_expiry
 from worker.pipeline.steps import save_step
-from worker.providers.base import InboundFax, content_id
+from worker.providers.base import CONTENT_ID_PREFIX, InboundFax, content_id
 from worker.retry import INTERRUPTED
 from worker.runtime import Runtime
 from worker.store import keys
@@ -684,3 +685,26 @@ def test_a_webhook_whose_record_cannot_be_written_leaves_no_staged_copy(
     ).archive
     staged = archive.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}staging/")
     assert staged.get("KeyCount", 0) == 0, staged.get("Contents")
+
+
+def test_the_content_claim_of_a_fax_that_never_archives_has_a_lifetime(
+    rt: tuple[Runtime, Sent, Settings],
+) -> None:
+    """A received fax whose upload keeps failing until the provider's copy expires ends
+    ``expired`` with no sha256, by which retention would find its content claim: so the claim
+    carries its expiry from the moment it is made (every key has a lifetime)."""
+    runtime, _, settings = rt
+    created = inbound.create_inbound(
+        runtime, "pv", InboundFax(provider_fax_id=uuid.uuid4().hex, received_at=utcnow())
+    )
+    record = created.record
+    assert record.expires_at  # PrimeVox keeps a received fax 30 days
+    digest = hashlib.sha256(pdf()).hexdigest()
+    assert inbound._content_owner(runtime, record, digest) is None  # the claim is this record's
+    claim = keys.dedup_key(*inbound.inbound_dedup("pv", f"{CONTENT_ID_PREFIX}{digest}"))
+    expires = parse_iso(record.expires_at)
+    assert expires is not None
+    expected = int(dedup_expiry(settings, record, expires.timestamp()))
+    assert runtime.store.redis.expiretime(claim) == expected
+    # It outlives the record, which leaves Redis this long after it fails at the copy's expiry.
+    assert expected >= int(expires.timestamp() + settings.retention_seconds)

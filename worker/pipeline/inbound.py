@@ -50,6 +50,7 @@ from worker.io.pdfcheck import check_pdf
 from worker.logctx import bind_fax, fax_context
 from worker.outage import storage_down
 from worker.pipeline import cleanup
+from worker.pipeline.retention import dedup_expiry
 from worker.pipeline.steps import leased, save_step
 from worker.providers import provider_class
 from worker.providers.base import (
@@ -400,13 +401,27 @@ def _content_owner(runtime: Runtime, record: FaxRecord, digest: str) -> FaxRecor
     with the PDF but no id (its id: ``sha256-…``), and its listing under voip.ms's own id."""
     scope, key = inbound_dedup(record.account, f"{CONTENT_ID_PREFIX}{digest}")
     claim = dedup_ref(record.id)
-    if runtime.store.redis.set(dedup_key(scope, key), claim, nx=True):
+    until = _content_claim_expiry(runtime, record)
+    if runtime.store.redis.set(dedup_key(scope, key), claim, nx=True, exat=until):
         return None
     owner = runtime.store.lookup(scope, key)
     if owner is None or owner.id == record.id or owner.state == State.FAILED:
-        runtime.store.redis.set(dedup_key(scope, key), claim)  # nothing archived it: ours now
+        # nothing archived it: ours now
+        runtime.store.redis.set(dedup_key(scope, key), claim, exat=until)
         return None
     return owner if _by_content(owner, digest) or _by_content(record, digest) else None
+
+
+def _content_claim_expiry(runtime: Runtime, record: FaxRecord) -> int | None:
+    """When the content claim goes should the record never archive (retention then finds no
+    sha256 on it to expire the claim by): as its dedup keys would, had it become final when the
+    provider's copy expires, the latest it can (it fails then). Archived, its retention sets the
+    claim's expiry again. None when the copy has no known expiry: the claim stays with the
+    record, which keeps trying."""
+    expires = parse_iso(record.expires_at)
+    if expires is None:
+        return None
+    return int(dedup_expiry(runtime.settings, record, expires.timestamp()))
 
 
 def _by_content(record: FaxRecord, digest: str) -> bool:

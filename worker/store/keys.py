@@ -78,7 +78,9 @@ that two deliveries of one event make one record::
         (``retention.dedup_window_days``: PrimeVox's 30-day expiry; for UCX and voip.ms the
         reconcile look-back plus ``RECONCILE_OVERLAP_DAYS``, beyond which reconcile records
         nothing; at least ``WEBHOOK_RESEND_DAYS``; plus ``DEDUP_MARGIN_DAYS``), so a fax a
-        provider can still announce stays a duplicate.
+        provider can still announce stays a duplicate. A content key claimed while archiving
+        (``pipeline.inbound``) has that expiry from the start, counted from the provider copy's
+        expiry, in case the record never archives (it then has no sha256 to be found by).
     fr:key:idem:{account}:{Idempotency-Key}
                              EX idempotency_ttl (default 48 h; the setting cannot go below 24 h)
         A send's Idempotency-Key (DESIGN promises at least 24 h).
