@@ -10,10 +10,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import redis
+from celery import Celery
 
 from config.embedded import SeaweedPorts, free_port, start_redis, start_seaweed
 from tests.faultproxy import FaultProxy
@@ -104,3 +106,20 @@ def s3_gate(s3_server: str) -> Iterator[FaultProxy]:
     proxy = FaultProxy(port)
     yield proxy
     proxy.close()
+
+
+@pytest.fixture
+def gate(s3_gate: FaultProxy) -> Iterator[FaultProxy]:
+    """``s3_gate``, up at the start and the end of the test."""
+    s3_gate.set_down(False)
+    yield s3_gate
+    s3_gate.set_down(False)
+
+
+@pytest.fixture
+def caller(system: Any) -> Iterator[Celery]:
+    """Another service's Celery app (nothing of faxrelay's imported) on the module's ``system``'s
+    Redis, as its broker and result backend."""
+    app = Celery("other-service", broker=system.redis_url, backend=system.redis_url)
+    yield app
+    app.close()

@@ -59,20 +59,6 @@ def system(
 
 
 @pytest.fixture
-def gate(s3_gate: FaultProxy) -> Iterator[FaultProxy]:
-    s3_gate.set_down(False)
-    yield s3_gate
-    s3_gate.set_down(False)
-
-
-@pytest.fixture
-def caller(system: DeployedSystem) -> Iterator[Celery]:
-    app = Celery("other-service", broker=system.redis_url, backend=system.redis_url)
-    yield app
-    app.close()
-
-
-@pytest.fixture
 def client(system: DeployedSystem) -> Iterator[redis.Redis]:
     if "acceptor" not in system.procs or not system.procs["acceptor"].alive():
         system.start_kind(ACCEPTOR)  # a test that failed half-way left it stopped

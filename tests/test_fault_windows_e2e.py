@@ -36,20 +36,6 @@ def system(
     s.stop()
 
 
-@pytest.fixture
-def gate(s3_gate: FaultProxy) -> Iterator[FaultProxy]:
-    s3_gate.set_down(False)
-    yield s3_gate
-    s3_gate.set_down(False)
-
-
-@pytest.fixture
-def caller(system: System) -> Iterator[Celery]:
-    app = Celery("other-service", broker=system.redis_url, backend=system.redis_url)
-    yield app
-    app.close()
-
-
 def document() -> dict[str, str]:
     pdf = make_pdf(1, label=f"queued {uuid.uuid4().hex}")
     return {"base64": base64.b64encode(pdf).decode()}

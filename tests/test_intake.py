@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from webhooks.intake import BodyTooLarge, ClientLeft, decoded_headers, read_capped, read_prefix
+from webhooks.bodies import BodyTooLarge, ClientLeft, read_capped, read_prefix
+from webhooks.intake import decoded_headers
 
 
 def test_decoded_headers_are_what_decoding_each_pair_gives() -> None:

@@ -49,6 +49,7 @@ from webhooks.api import bearer_ok
 from webhooks.bodies import BodyTooLarge, small_form
 from webhooks.intake import Answer
 from webhooks.preview import Previews
+from webhooks.replay import body_receiver, replay_scope
 from worker import metrics
 from worker.domain import Direction, FaxRecord, State, parse_iso
 from worker.io.archive import Archive
@@ -484,58 +485,13 @@ class Dashboard:
             return self._back(
                 fax_id, problem=f"replay: account {entry.account!r} takes no webhooks"
             )
+        token = account.webhook_token.get_secret_value()
         answer = await handler(
-            _synthetic_request(
-                request, entry.path, account.webhook_token.get_secret_value(), entry.account,
-                entry.headers, entry.body,
-            )
-        )  # fmt: skip
+            Request(replay_scope(entry, token, request, "dashboard"), body_receiver(entry.body))
+        )
         about = " ".join(f"{k}={v}" for k, v in answer.about.items())
         body = bytes(answer.body).decode(errors="replace")[:300]
         ok = 200 <= answer.status_code < 300
         metrics.operator_action("replay", "ok" if ok else "refused")
         key = "notice" if ok else "problem"
         return self._back(fax_id, **{key: f"replay: {answer.status_code} {about} {body}".strip()})
-
-
-def _synthetic_request(
-    original: Request,
-    path: str,
-    token: str,
-    account: str,
-    headers: dict[str, str],
-    body: bytes,
-) -> Request:
-    """The stored webhook as a request to this app's own handler (no network round trip)."""
-    keep = {
-        k: v
-        for k, v in headers.items()
-        if k in ("content-type", "user-agent") or k.startswith("x-")
-    }
-    keep["content-length"] = str(len(body))
-    keep["x-faxrelay-replay"] = "dashboard"
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": original.url.scheme,
-        "server": original.scope.get("server"),
-        "client": original.scope.get("client"),
-        "root_path": "",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": urlencode({"token": token}).encode(),
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in keep.items()],
-        "path_params": {"account": account},
-        "app": original.scope.get("app"),
-    }
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(scope, receive)

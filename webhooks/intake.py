@@ -35,6 +35,7 @@ from config import tracing
 from config.accounts import Account
 from config.queues import HANDLE_INBOUND, POLL_FAX, RECONCILE_ACCOUNT
 from config.settings import Settings
+from webhooks.bodies import BodyTooLarge, ClientLeft, read_capped, read_prefix
 from worker import metrics
 from worker.domain import FaxRecord
 from worker.fastpath.forms import query_value
@@ -50,23 +51,6 @@ from worker.store import keys, rawlog, replicas, scripts
 from worker.store.records import AsyncFaxStore, RecordNotFound, dedup_key
 
 log = logging.getLogger(__name__)
-
-
-class BodyTooLarge(Exception):
-    """The body is over the limit; ``partial`` is what had been read (nothing when the declared
-    length said so)."""
-
-    def __init__(self, partial: bytes = b"") -> None:
-        super().__init__("body over the limit")
-        self.partial = partial
-
-
-class ClientLeft(Exception):
-    """The client went away before its whole body was in; ``partial`` is what had arrived."""
-
-    def __init__(self, partial: bytes) -> None:
-        super().__init__("the client left mid-body")
-        self.partial = partial
 
 
 @dataclass
@@ -101,49 +85,6 @@ def decoded_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     names, values = zip(*raw, strict=True)
     text = b"\n".join(names + values).decode("latin-1").split("\n")
     return dict(zip(text[: len(raw)], text[len(raw) :], strict=True))
-
-
-async def read_capped(headers: dict[str, str], receive: Receive, limit: int) -> bytes:
-    """The body, refusing (without reading on) one larger than ``limit``, chunked ones too."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body: bytes = message.get("body", b"")  # the whole body in one message: the usual case
-        if len(body) > limit:
-            raise BodyTooLarge(body)
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if message["type"] == "http.disconnect":
-            raise ClientLeft(b"".join(chunks))
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > limit:
-            raise BodyTooLarge(b"".join(chunks))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-        message = await receive()
-
-
-async def read_prefix(receive: Receive, cap: int) -> tuple[bytes, bool]:
-    """Up to about ``cap`` bytes of a body that will not be used (a refused request's, kept in
-    the raw log so that it can be replayed), and whether that was all of it. Reads no further."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= cap:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), False  # the client left
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-    return b"".join(chunks), False
 
 
 class Answer:

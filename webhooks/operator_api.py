@@ -31,6 +31,7 @@ from faxrelay_client import models as m
 from webhooks.api import error, token_name
 from webhooks.audit import audit
 from webhooks.intake import WebhookRoutes
+from webhooks.replay import body_receiver, replay_scope
 from worker import metrics
 from worker.checks import check_accounts
 from worker.pipeline import backfill
@@ -180,8 +181,8 @@ class OperatorApi:
                 409, "not_replayable", f"account {entry.account!r} has no webhook_token configured"
             )
         answer = await self.intake.answer(
-            _scope(entry, account.webhook_token.get_secret_value(), request),
-            _receiver(entry.body),
+            replay_scope(entry, account.webhook_token.get_secret_value(), request, "api"),
+            body_receiver(entry.body),
             entry.route,
         )
         body = bytes(answer.body).decode(errors="replace")[:500]
@@ -249,44 +250,3 @@ def _entry(entry: rawlog.LogEntry, *, body: bool) -> m.WebhookLogEntry:
         data["body"] = entry.body.decode(errors="replace")
         data["body_b64"] = base64.b64encode(entry.body).decode()
     return m.WebhookLogEntry.model_validate(data)
-
-
-def _scope(entry: rawlog.LogEntry, token: str, original: Request) -> dict[str, Any]:
-    """The stored request as an ASGI scope for the webhook route (as the provider sent it, with
-    the account's token, which the log never keeps)."""
-    from urllib.parse import urlencode
-
-    keep = {
-        k: v
-        for k, v in entry.headers.items()
-        if k in ("content-type", "user-agent") or k.startswith("x-")
-    }
-    keep["content-length"] = str(len(entry.body))
-    keep["x-faxrelay-replay"] = "api"
-    return {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": original.url.scheme,
-        "server": original.scope.get("server"),
-        "client": original.scope.get("client"),
-        "root_path": "",
-        "path": entry.path,
-        "raw_path": entry.path.encode(),
-        "query_string": urlencode({"token": token}).encode(),
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in keep.items()],
-        "path_params": {"account": entry.account},
-    }
-
-
-def _receiver(body: bytes) -> Any:
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
