@@ -196,12 +196,8 @@ def _retry(
     erred = record.account if provider_error else ""
     attempts_of_kind = record.attempts.get(kind, 0) + 1
     # The download attempts set the provider's backoff; a rule counted apart backs off by its own.
-    attempts = record.attempts.get("download", 0) + (0 if rule.counted_apart else 1)
-    counts = (
-        {kind: attempts_of_kind}
-        if rule.counted_apart
-        else {"download": attempts, kind: attempts_of_kind}
-    )
+    counter = kind if rule.counted_apart else "download"
+    attempts = record.attempts.get(counter, 0) + 1
     now = time.time()
     expires = parse_iso(record.expires_at)
     if expires is not None and now >= expires.timestamp():
@@ -216,8 +212,7 @@ def _retry(
     if rule.max_attempts is not None and attempts_of_kind >= rule.max_attempts:
         _fail(runtime, record.id, rule.on_exhausted, detail, provider_error=erred)
         return
-    delay = rule.backoff.delay(attempts_of_kind if rule.counted_apart else attempts)
-    delay *= runtime.settings.retry_scale
+    delay = rule.backoff.delay(attempts) * runtime.settings.retry_scale
     due = now + delay
     if expires is not None:
         due = min(due, max(now, expires.timestamp() - 60))  # one last try before it goes
@@ -238,7 +233,7 @@ def _retry(
         note=f"retry: {detail}",
         due_at=due,
         work=work,
-        attempts=counts,
+        attempts={counter: attempts, kind: attempts_of_kind},
         live_only=True,  # another worker archived it meanwhile: nothing to retry
         events=("fax.archive_at_risk",) if at_risk else (),
         provider_error=erred,
@@ -246,12 +241,14 @@ def _retry(
     if updated is None:
         return
     metrics.retry("download", kind)
-    what = (
-        f"{kind} attempt {attempts_of_kind}"
-        if rule.counted_apart
-        else f"download attempt {attempts}"
+    log.info(
+        "fax %s: %s attempt %d failed (%s); next in %.0f s",
+        record.id,
+        counter,
+        attempts,
+        detail,
+        delay,
     )
-    log.info("fax %s: %s failed (%s); next in %.0f s", record.id, what, detail, delay)
 
 
 def _download(runtime: Runtime, record: FaxRecord, sink: IO[bytes]) -> int:
